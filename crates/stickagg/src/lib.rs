@@ -1,0 +1,9 @@
+//! stickagg: a Global Profiling Engine for HAProxy clusters.
+//!
+//! It joins the cluster as a peer (HAProxy's peers protocol), sums the stick
+//! tables of all load balancers and pushes the cluster totals back.
+
+pub mod cli;
+pub mod config;
+pub mod server;
+// The lead adds here: `pub mod engine;`, `pub mod net;`, `pub mod stats;`.

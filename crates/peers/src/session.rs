@@ -653,11 +653,14 @@ impl Session {
                 Ok(def) => {
                     let id = def.id;
                     let def = Arc::new(def);
+                    // The last received id survives a re-announcement, as in
+                    // HAProxy: an incremental update may follow a DEFINE.
+                    let last_id = self.remote.get(&id).map_or(0, |t| t.last_id);
                     self.remote.insert(
                         id,
                         RxTable {
                             def: Some(def.clone()),
-                            last_id: 0,
+                            last_id,
                         },
                     );
                     self.current_rx = Some(id);

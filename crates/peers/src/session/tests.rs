@@ -200,6 +200,40 @@ fn define_update_and_lazy_ack() {
 }
 
 #[test]
+fn last_update_id_survives_a_redefinition() {
+    let mut s = accepted(0);
+    let def = rate_table(3);
+    let mut payload = Vec::new();
+    def.encode(&mut payload);
+    let vals = [Value::U32(1), Value::Freq(FreqCtr::default())];
+    let mut upd = Vec::new();
+    update::encode_update(
+        &mut upd,
+        &def,
+        41,
+        None,
+        &[127, 0, 0, 1],
+        &vals,
+        &mut Default::default(),
+    )
+    .unwrap();
+    let mut input = framed(update::MSG_DEFINE, &payload);
+    input.extend(framed(update::MSG_UPDATE, &upd));
+    input.extend(framed(update::MSG_DEFINE, &payload));
+    // Incremental form: key + values only, id = previous + 1.
+    input.extend(framed(update::MSG_UPDATE_INCR, &upd[4..]));
+    s.handle_input(&input, 1);
+    let ids: Vec<u32> = drain(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Update { update, .. } => Some(update.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![41, 42]);
+}
+
+#[test]
 fn rejected_table_updates_are_ignored_without_ack() {
     let mut s = accepted(0);
     // Key type 3 does not exist.

@@ -4,6 +4,9 @@
 //! tables of all load balancers and pushes the cluster totals back.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod engine;
+pub mod net;
 pub mod server;
-// The lead adds here: `pub mod engine;`, `pub mod net;`, `pub mod stats;`.
+pub mod stats;

@@ -1,13 +1,795 @@
-//! Placeholder until the hub lands.
-
-use std::process::ExitCode;
+//! The hub: one task that owns every session, every engine and every peer's
+//! state, so that protocol decisions need no locks.
+//!
+//! I/O tasks (`net.rs`) hand it bytes and connection events; it feeds them to
+//! the session state machines (`peers::Session`), turns session events into
+//! engine calls, and pumps the engine's pending changes back out to every
+//! established peer, within the limit of what the peer's socket has taken.
+//! The stats socket (`stats.rs`) asks it questions through a channel.
 
 use crate::cli::Args;
-use crate::config::Config;
+use crate::config::{self, Config, FromSpec};
+use crate::engine::{Engine, EngineConfig, PeerRole, TableVerdict};
+use crate::net::{self, ConnHandle, ConnId, NetEvent};
+use crate::stats::{self, StatsRequest};
+use peers::hello::Status;
+use peers::session::{CloseReason, Event, Role, Session, SessionConfig};
+use rand::Rng;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
 
-/// Runs the aggregator until it is told to stop.
-pub fn run(config: Config, args: Args) -> ExitCode {
-    let _ = (config, args);
-    tracing::error!("server not built yet");
-    ExitCode::FAILURE
+/// Bytes handed to a connection's writer and not yet written, above which no
+/// more updates are pumped to it (its changes wait, coalesced, in the engine).
+const MAX_INFLIGHT: usize = 256 * 1024;
+/// Updates taken from the engine per call.
+const PUMP_BATCH: usize = 256;
+/// Net events handled before pumping updates out (fairness vs. batching).
+const EVENT_BATCH: usize = 512;
+
+/// Runs the aggregator until SIGINT/SIGTERM.
+pub fn run(config: Config, _args: Args) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match Hub::start(config).await {
+            Ok(hub) => hub.run().await,
+            Err(e) => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Per-peer counters, for `show aggrs` and `show peers`.
+#[derive(Debug, Default, Clone)]
+pub struct PeerStats {
+    pub accepts: u64,
+    pub last_accept: Option<u64>,
+    pub connects: u64,
+    pub last_connect: Option<u64>,
+    pub established: u64,
+    pub last_established: Option<u64>,
+    pub last_status: Option<u16>,
+    pub sync_req: u64,
+    pub sync_fin: u64,
+    pub sync_cfm: u64,
+    pub protocol_errors: u64,
+    pub refused_tables: u64,
+    pub last_refusal: Option<String>,
+    pub heartbeats_in: u64,
+    pub heartbeats_out: u64,
+    pub updates_in: u64,
+    pub updates_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// A peer of a section, configured or dynamic. Its index is its engine
+/// `PeerId`, stable across reconnections.
+pub struct Peer {
+    pub name: String,
+    pub role: config::Role,
+    pub addr: Option<SocketAddr>,
+    pub group: Option<u32>,
+    pub dynamic: bool,
+    /// The live session, incoming or outgoing (at most one: collisions keep
+    /// the newest, as HAProxy does).
+    pub conn: Option<ConnId>,
+    pub connecting: bool,
+    pub next_connect: u64,
+    pub failures: u32,
+    /// We received its FINISHED/PARTIAL (it taught us) on the live session.
+    pub learned: bool,
+    /// It CONFIRMed our FINISHED (we taught it) on the live session.
+    pub taught: bool,
+    pub stats: PeerStats,
+}
+
+pub struct SectionState {
+    pub cfg: config::Section,
+    pub engine: Engine,
+    pub peers: Vec<Peer>,
+}
+
+pub struct Conn {
+    pub session: Session,
+    pub handle: ConnHandle,
+    pub remote: SocketAddr,
+    pub incoming: Option<usize>,
+    /// (section, peer) once known: from the hello (incoming) or at connect.
+    pub peer: Option<(usize, usize)>,
+    /// We owe this peer a FINISHED once its pending updates are sent.
+    pub teaching: bool,
+    /// Counters already folded into the peer's stats.
+    pub folded: peers::SessionStats,
+}
+
+pub struct Hub {
+    pub start: Instant,
+    pub config: Config,
+    pub sections: Vec<SectionState>,
+    /// Listen address of each listener, by index.
+    pub listeners: Vec<SocketAddr>,
+    pub conns: HashMap<ConnId, Conn>,
+    next_conn: ConnId,
+    events_tx: mpsc::Sender<NetEvent>,
+    events_rx: mpsc::Receiver<NetEvent>,
+    stats_rx: mpsc::Receiver<StatsRequest>,
+    pid: u32,
+}
+
+fn engine_config(s: &config::Section) -> EngineConfig {
+    EngineConfig {
+        from: match &s.from {
+            FromSpec::Any => None,
+            FromSpec::Suffix(x) => Some(x.clone()),
+        },
+        to: s.to.clone(),
+        forward: s.forward.clone(),
+    }
+}
+
+fn engine_role(r: config::Role) -> PeerRole {
+    match r {
+        config::Role::Up => PeerRole::Up,
+        config::Role::Down => PeerRole::Down,
+        _ => PeerRole::Node,
+    }
+}
+
+impl Hub {
+    /// Binds every listener and the stats socket; fails with a clear message
+    /// if an address is taken.
+    pub async fn start(config: Config) -> Result<Hub, String> {
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let (stats_tx, stats_rx) = mpsc::channel(64);
+        let mut listeners: Vec<SocketAddr> = Vec::new();
+        let mut sections = Vec::new();
+        for s in &config.sections {
+            if let Some(addr) = s.listen_addr(&config.global) {
+                if !listeners.contains(&addr) {
+                    listeners.push(addr);
+                }
+            }
+            let peers = s
+                .remote_peers()
+                .map(|p| Peer {
+                    name: p.name.clone(),
+                    role: p.role,
+                    addr: p.addr,
+                    group: p.group,
+                    dynamic: false,
+                    conn: None,
+                    connecting: false,
+                    next_connect: 0,
+                    failures: 0,
+                    learned: false,
+                    taught: false,
+                    stats: PeerStats::default(),
+                })
+                .collect();
+            sections.push(SectionState {
+                cfg: s.clone(),
+                engine: Engine::new(engine_config(s)),
+                peers,
+            });
+        }
+        for (i, addr) in listeners.iter().enumerate() {
+            let sock = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            info!("listening for peers on {addr}");
+            net::spawn_listener(i, sock, events_tx.clone());
+        }
+        if let Some(sock) = &config.global.stats_socket {
+            stats::spawn(sock, stats_tx)
+                .await
+                .map_err(|e| format!("stats socket: {e}"))?;
+        }
+        Ok(Hub {
+            start: Instant::now(),
+            config,
+            sections,
+            listeners,
+            conns: HashMap::new(),
+            next_conn: 1,
+            events_tx,
+            events_rx,
+            stats_rx,
+            pid: std::process::id(),
+        })
+    }
+
+    /// Milliseconds since start: the clock given to sessions and engines.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self) -> ExitCode {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!("cannot install SIGTERM handler: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        info!("stickagg {} started", env!("CARGO_PKG_VERSION"));
+        let now = self.now();
+        self.on_timers(now);
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = tokio::time::sleep_until(self.start + Duration::from_millis(deadline));
+            tokio::select! {
+                ev = self.events_rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    let now = self.now();
+                    self.on_net(ev, now);
+                    for _ in 0..EVENT_BATCH {
+                        match self.events_rx.try_recv() {
+                            Ok(ev) => self.on_net(ev, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(req) = self.stats_rx.recv() => {
+                    let out = self.command(&req.line);
+                    let _ = req.reply.send(out);
+                }
+                _ = sleep => {}
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+            let now = self.now();
+            self.on_timers(now);
+            self.pump_all(now);
+        }
+        info!("stopping: closing {} sessions", self.conns.len());
+        for (_, c) in self.conns.drain() {
+            c.handle.close();
+        }
+        // Give writers a moment to flush and send their FIN.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ExitCode::SUCCESS
+    }
+
+    fn next_deadline(&self) -> u64 {
+        let now = self.now();
+        let mut d = now + 1000;
+        for s in &self.sections {
+            if let Some(t) = s.engine.next_deadline() {
+                d = d.min(t);
+            }
+            for p in &s.peers {
+                if p.conn.is_none() && !p.connecting && p.addr.is_some() {
+                    d = d.min(p.next_connect);
+                }
+            }
+        }
+        for c in self.conns.values() {
+            if let Some(t) = c.session.poll_timeout() {
+                d = d.min(t);
+            }
+        }
+        d.max(now)
+    }
+
+    fn on_timers(&mut self, now: u64) {
+        for s in &mut self.sections {
+            s.engine.tick(now);
+        }
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.session.handle_timeout(now);
+            }
+            self.drive(id, now);
+        }
+        self.connect_out(now);
+    }
+
+    /// Starts connection attempts to every peer with an address that has no
+    /// session, so that start order never matters.
+    fn connect_out(&mut self, now: u64) {
+        let source = self.config.global.source;
+        for (si, s) in self.sections.iter_mut().enumerate() {
+            for (pi, p) in s.peers.iter_mut().enumerate() {
+                let Some(addr) = p.addr else { continue };
+                if p.conn.is_some() || p.connecting || now < p.next_connect {
+                    continue;
+                }
+                p.connecting = true;
+                p.stats.connects += 1;
+                p.stats.last_connect = Some(now);
+                debug!("connecting to peer {} at {addr}", p.name);
+                net::spawn_connect(si, pi, addr, source, self.events_tx.clone());
+            }
+        }
+    }
+
+    fn new_conn(
+        &mut self,
+        stream: tokio::net::TcpStream,
+        remote: SocketAddr,
+        session: Session,
+        incoming: Option<usize>,
+        peer: Option<(usize, usize)>,
+    ) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let handle = net::spawn_conn(id, stream, self.events_tx.clone());
+        self.conns.insert(
+            id,
+            Conn {
+                session,
+                handle,
+                remote,
+                incoming,
+                peer,
+                teaching: false,
+                folded: Default::default(),
+            },
+        );
+        id
+    }
+
+    fn on_net(&mut self, ev: NetEvent, now: u64) {
+        match ev {
+            NetEvent::Accepted {
+                listener,
+                stream,
+                remote,
+            } => {
+                let session = Session::new(Role::Accept, SessionConfig::default(), now);
+                self.new_conn(stream, remote, session, Some(listener), None);
+            }
+            NetEvent::Connected {
+                section,
+                peer,
+                stream,
+            } => {
+                let s = &mut self.sections[section];
+                let Some(p) = s.peers.get_mut(peer) else {
+                    return;
+                };
+                p.connecting = false;
+                if p.conn.is_some() {
+                    // An incoming session won meanwhile; one is enough.
+                    return;
+                }
+                let role = Role::Connect {
+                    callee: p.name.clone(),
+                    caller: s.cfg.local_name().to_string(),
+                    pid: self.pid,
+                };
+                let remote = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| p.addr.expect("connected peers have an address"));
+                let session = Session::new(role, SessionConfig::default(), now);
+                let id = self.new_conn(stream, remote, session, None, Some((section, peer)));
+                self.sections[section].peers[peer].conn = Some(id);
+                self.drive(id, now);
+            }
+            NetEvent::ConnectFailed {
+                section,
+                peer,
+                error,
+            } => {
+                let Some(p) = self.sections[section].peers.get_mut(peer) else {
+                    return;
+                };
+                p.connecting = false;
+                p.failures += 1;
+                // Bounded exponential backoff with jitter: quick enough that a
+                // node coming up is joined within about a second.
+                let backoff = (100u64 << p.failures.min(4)).min(1000);
+                p.next_connect = now + backoff + rand::thread_rng().gen_range(0..200);
+                debug!(
+                    "connect to {} failed ({error}); retry in {} ms",
+                    p.name,
+                    p.next_connect - now
+                );
+            }
+            NetEvent::Data { conn, bytes } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.session.handle_input(&bytes, now);
+                    self.drive(conn, now);
+                }
+            }
+            NetEvent::Eof { conn, error } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let who = self.peer_label(c);
+                    match error {
+                        Some(e) => info!("session with {who} ({}) failed: {e}", c.remote),
+                        None => info!("session with {who} ({}) closed by peer", c.remote),
+                    }
+                }
+                self.remove_conn(conn, now);
+            }
+        }
+    }
+
+    fn peer_label(&self, c: &Conn) -> String {
+        match c.peer {
+            Some((s, p)) => format!(
+                "peer '{}' of '{}'",
+                self.sections[s].peers[p].name, self.sections[s].cfg.name
+            ),
+            None => "unidentified peer".into(),
+        }
+    }
+
+    /// Handles every pending event of a connection's session, then writes
+    /// what it produced.
+    fn drive(&mut self, id: ConnId, now: u64) {
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Some(ev) = c.session.poll_event() else {
+                break;
+            };
+            self.on_session_event(id, ev, now);
+        }
+        self.flush(id);
+    }
+
+    fn flush(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(bytes) = c.session.transmit() {
+            c.handle.send(bytes);
+        }
+        self.fold_stats(id);
+    }
+
+    fn fold_stats(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some((s, p)) = c.peer else { return };
+        let cur = c.session.stats();
+        let old = std::mem::replace(&mut c.folded, cur);
+        let st = &mut self.sections[s].peers[p].stats;
+        st.bytes_in += cur.bytes_in - old.bytes_in;
+        st.bytes_out += cur.bytes_out - old.bytes_out;
+        st.updates_in += cur.updates_in - old.updates_in;
+        st.updates_out += cur.updates_out - old.updates_out;
+        st.heartbeats_in += cur.heartbeats_in - old.heartbeats_in;
+        st.heartbeats_out += cur.heartbeats_out - old.heartbeats_out;
+    }
+
+    fn on_session_event(&mut self, id: ConnId, ev: Event, now: u64) {
+        let peer = self.conns[&id].peer;
+        match ev {
+            Event::HelloReceived(hello) => self.on_hello(id, hello, now),
+            Event::Established { minor } => {
+                let Some((s, p)) = peer else { return };
+                self.on_established(id, s, p, minor, now);
+            }
+            Event::TableDefined { remote_id, def } => {
+                let Some((s, p)) = peer else { return };
+                let verdict = self.sections[s]
+                    .engine
+                    .table_defined(p, remote_id, &def, now);
+                match verdict {
+                    TableVerdict::Input { output } => {
+                        debug!(
+                            "table {} from {} aggregated into {output}",
+                            def.name, self.sections[s].peers[p].name
+                        );
+                        self.declare_outputs(s);
+                    }
+                    TableVerdict::Output => self.declare_outputs(s),
+                    TableVerdict::Ignored => debug!(
+                        "table {} from {} is not aggregated",
+                        def.name, self.sections[s].peers[p].name
+                    ),
+                    TableVerdict::Refused { reason } => {
+                        // HAProxy re-sends the DEFINE before every batch:
+                        // log and count each distinct refusal once.
+                        let peer = &mut self.sections[s].peers[p];
+                        let what = format!("{}: {reason}", def.name);
+                        if peer.stats.last_refusal.as_deref() != Some(what.as_str()) {
+                            warn!(
+                                "table {} from peer '{}' refused: {reason}",
+                                def.name, peer.name
+                            );
+                            peer.stats.refused_tables += 1;
+                            peer.stats.last_refusal = Some(what);
+                        }
+                    }
+                }
+            }
+            Event::TableRejected { name, reason, .. } => {
+                let label = self.peer_label(&self.conns[&id]);
+                warn!("table {name} from {label} cannot be decoded: {reason}");
+                if let Some((s, p)) = peer {
+                    let st = &mut self.sections[s].peers[p].stats;
+                    st.refused_tables += 1;
+                    st.last_refusal = Some(format!("{name}: {reason}"));
+                }
+            }
+            Event::Update {
+                remote_id, update, ..
+            } => {
+                if let Some((s, p)) = peer {
+                    self.sections[s].engine.update(p, remote_id, &update, now);
+                }
+            }
+            Event::ResyncRequest => {
+                let Some((s, p)) = peer else { return };
+                // Answer at once: everything we publish for it, then FINISHED
+                // (sent by the pump when nothing is left). HAProxy pushes us
+                // nothing until it has its answer.
+                self.sections[s].peers[p].stats.sync_req += 1;
+                self.sections[s].engine.resend_all(p);
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.teaching = true;
+                }
+                self.pump(id, now);
+            }
+            Event::ResyncFinished | Event::ResyncPartial => {
+                let Some((s, p)) = peer else { return };
+                let pe = &mut self.sections[s].peers[p];
+                pe.stats.sync_fin += 1;
+                pe.learned = true;
+                self.sections[s].engine.resync_finished(p, now);
+            }
+            Event::ResyncConfirm => {
+                if let Some((s, p)) = peer {
+                    let pe = &mut self.sections[s].peers[p];
+                    pe.stats.sync_cfm += 1;
+                    pe.taught = true;
+                }
+            }
+            Event::Ack { .. } | Event::Heartbeat => {}
+            Event::PeerError(e) => {
+                let label = self.peer_label(&self.conns[&id]);
+                warn!("{label} reported a {e:?} error; it will close the session");
+            }
+            Event::Closed(reason) => self.on_closed(id, reason, now),
+        }
+    }
+
+    /// Routes an incoming hello to a section (by the name it calls us,
+    /// line 2) and a peer (by its own name, line 3).
+    fn on_hello(&mut self, id: ConnId, hello: peers::Hello, now: u64) {
+        let c = &self.conns[&id];
+        let remote = c.remote;
+        let listen = c.incoming.map(|l| self.listeners[l]);
+        let global = &self.config.global;
+        let section = self.sections.iter().position(|s| {
+            s.cfg.local_name() == hello.callee && s.cfg.listen_addr(global) == listen
+        });
+        let Some(si) = section else {
+            warn!(
+                "peer '{}' from {remote} called us '{}', which is not our name here: refused (503)",
+                hello.caller, hello.callee
+            );
+            self.refuse(id, Status::BadCallee, now);
+            return;
+        };
+        let s = &mut self.sections[si];
+        let known = s.peers.iter().position(|p| p.name == hello.caller);
+        let pi = match known {
+            Some(pi) => pi,
+            None if hello.caller != s.cfg.local_name() && s.cfg.accepts_dynamic(remote.ip()) => {
+                info!(
+                    "dynamic peer '{}' joined section '{}' from {remote}",
+                    hello.caller, s.cfg.name
+                );
+                s.peers.push(Peer {
+                    name: hello.caller.clone(),
+                    role: config::Role::Node,
+                    addr: None,
+                    group: None,
+                    dynamic: true,
+                    conn: None,
+                    connecting: false,
+                    next_connect: 0,
+                    failures: 0,
+                    learned: false,
+                    taught: false,
+                    stats: PeerStats::default(),
+                });
+                s.peers.len() - 1
+            }
+            None => {
+                warn!(
+                    "unknown peer '{}' from {remote} refused by section '{}' (504)",
+                    hello.caller, s.cfg.name
+                );
+                self.refuse(id, Status::UnknownPeer, now);
+                return;
+            }
+        };
+        // Collision: the newest session wins, as in HAProxy.
+        if let Some(old) = self.sections[si].peers[pi].conn.take() {
+            if old != id {
+                info!(
+                    "peer '{}' reconnected: replacing its previous session",
+                    hello.caller
+                );
+                self.drop_conn(old, now);
+            }
+        }
+        let p = &mut self.sections[si].peers[pi];
+        p.conn = Some(id);
+        p.stats.accepts += 1;
+        p.stats.last_accept = Some(now);
+        let c = self.conns.get_mut(&id).expect("conn exists");
+        c.peer = Some((si, pi));
+        c.session.accept(now);
+    }
+
+    fn refuse(&mut self, id: ConnId, status: Status, _now: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.session.refuse(status);
+        }
+    }
+
+    fn on_established(&mut self, id: ConnId, s: usize, p: usize, minor: u32, now: u64) {
+        let sec = &mut self.sections[s];
+        let peer = &mut sec.peers[p];
+        peer.failures = 0;
+        peer.learned = false;
+        peer.taught = false;
+        peer.stats.established += 1;
+        peer.stats.last_established = Some(now);
+        peer.stats.last_status = Some(200);
+        info!(
+            "session with peer '{}' of '{}' established (protocol 2.{minor})",
+            peer.name, sec.cfg.name
+        );
+        sec.engine
+            .peer_connected(p, &peer.name, engine_role(peer.role), now);
+        self.declare_outputs(s);
+        // Learn the peer's tables and definitions (HAProxy only announces a
+        // table it has not touched during such a teach).
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.session.send_resync_request(now);
+        }
+    }
+
+    /// (Re)declares, on every established session of a section, the output
+    /// tables its peer should receive. Cheap and idempotent.
+    fn declare_outputs(&mut self, s: usize) {
+        let sec = &self.sections[s];
+        for (pi, p) in sec.peers.iter().enumerate() {
+            let Some(cid) = p.conn else { continue };
+            let Some(c) = self.conns.get_mut(&cid) else {
+                continue;
+            };
+            for def in sec.engine.outputs_for(pi) {
+                c.session.declare_table(def);
+            }
+        }
+    }
+
+    fn on_closed(&mut self, id: ConnId, reason: CloseReason, now: u64) {
+        let label = self.peer_label(&self.conns[&id]);
+        let remote = self.conns[&id].remote;
+        match &reason {
+            CloseReason::Protocol(e) => {
+                warn!("protocol error from {label} ({remote}): {e}; session closed");
+                if let Some((s, p)) = self.conns[&id].peer {
+                    self.sections[s].peers[p].stats.protocol_errors += 1;
+                }
+            }
+            CloseReason::Refused(code) => {
+                warn!(
+                    "{label} ({remote}) refused our hello with status {code} ({})",
+                    Status::label(*code)
+                );
+                if let Some((s, p)) = self.conns[&id].peer {
+                    self.sections[s].peers[p].stats.last_status = Some(*code);
+                }
+            }
+            CloseReason::SentStatus(code) => {
+                info!("hello from {remote} refused with status {code}")
+            }
+            CloseReason::Silence => warn!("{label} ({remote}) silent for 5 s: session closed"),
+            CloseReason::HelloTimeout => info!("{remote}: handshake not completed in time: closed"),
+            CloseReason::LineTooLong => warn!("{remote}: hello line too long: closed"),
+            CloseReason::Local => {}
+        }
+        self.flush(id);
+        self.remove_conn(id, now);
+    }
+
+    /// Closes a connection we replace (collision) without touching the peer's
+    /// new session.
+    fn drop_conn(&mut self, id: ConnId, now: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.peer = None;
+            c.session.close_local();
+        }
+        self.remove_conn(id, now);
+    }
+
+    fn remove_conn(&mut self, id: ConnId, now: u64) {
+        self.fold_stats(id);
+        let Some(mut c) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(b) = c.session.transmit() {
+            c.handle.send(b);
+        }
+        c.handle.close();
+        let Some((s, p)) = c.peer else { return };
+        let sec = &mut self.sections[s];
+        let peer = &mut sec.peers[p];
+        if peer.conn == Some(id) {
+            peer.conn = None;
+            peer.learned = false;
+            peer.taught = false;
+            sec.engine.peer_disconnected(p, now);
+            // Reconnect soon, with jitter so that two sides that killed each
+            // other's sessions do not collide again.
+            peer.next_connect = now + rand::thread_rng().gen_range(50..300);
+        }
+    }
+
+    fn pump_all(&mut self, now: u64) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.pump(id, now);
+        }
+    }
+
+    /// Sends a peer the engine's pending changes while its socket keeps up,
+    /// then FINISHED if it asked for a resync and everything has gone out.
+    fn pump(&mut self, id: ConnId, now: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some((s, p)) = c.peer else { return };
+        if !c.session.is_established() {
+            return;
+        }
+        let sec = &mut self.sections[s];
+        let (engine, peer) = (&mut sec.engine, &sec.peers[p]);
+        while c.handle.inflight() + c.session.pending_tx() < MAX_INFLIGHT && engine.has_pending(p) {
+            for u in engine.poll_updates(p, PUMP_BATCH, now) {
+                if let Err(e) = c
+                    .session
+                    .send_update(u.table, &u.key, &u.values, u.expire, now)
+                {
+                    debug!("update not sent to peer {}: {e}", peer.name);
+                }
+            }
+            if c.session.pending_tx() >= 64 * 1024 {
+                if let Some(b) = c.session.transmit() {
+                    c.handle.send(b);
+                }
+            }
+        }
+        if c.teaching && !engine.has_pending(p) {
+            c.teaching = false;
+            c.session.send_resync_end(false, now);
+        }
+        self.flush(id);
+    }
 }

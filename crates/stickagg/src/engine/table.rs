@@ -1,0 +1,664 @@
+//! One output table: its input shape, the latest contribution of every
+//! source for every key, the change sequence that peers' cursors walk, and
+//! each key's timer.
+//!
+//! Storage is flat on purpose: a key holds one small header per source
+//! ([`Head`], 32 bytes) and one block of `u32` words per source laid out by
+//! the table's [`Layout`], in two `Vec`s. Values are never kept as
+//! [`Value`]s (40 bytes each, with a heap string for `server_key`): the
+//! engine may hold millions of keys times tens of sources.
+
+use super::intern::Interner;
+use super::EngineCounters;
+use ahash::RandomState;
+use bytes::Bytes;
+use peers::freq::{self, FreqCtr, Window};
+use peers::{Combine, Storage, TableDef, Update, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// "No deadline" / "never expires".
+pub(super) const NEVER: u64 = u64::MAX;
+
+/// Ages beyond this are all "long ago" for a rate (any u32 period is
+/// shorter): clamping keeps the i64 arithmetic of `freq` from overflowing.
+const MAX_SINCE: u64 = 1 << 40;
+
+/// Timers of all tables: (deadline, table index, key slot). One entry per
+/// key at most, so its size is bounded by the number of keys.
+pub(super) type Timers = BTreeSet<(u64, u32, u32)>;
+
+/// The engine-wide state a table mutates along with its own.
+pub(super) struct Ctx<'a> {
+    pub(super) timers: &'a mut Timers,
+    /// Last change sequence number handed out (shared by all tables so that
+    /// a peer's updates can be sent oldest first across tables).
+    pub(super) seq: &'a mut u64,
+    pub(super) dict: &'a mut Interner,
+    pub(super) counters: &'a mut EngineCounters,
+}
+
+/// Where one value element lives in a contribution's words.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Slot {
+    pub(super) storage: Storage,
+    pub(super) combine: Combine,
+    pub(super) period: u32,
+    pub(super) off: u32,
+}
+
+/// Words per element: u32 and i32 one, u64 two, a rate its triple, a
+/// `server_key` its interned id plus the 64-bit receive stamp of that value
+/// (a `DictUnknown` keeps an older value, which must not look newer than
+/// another source's).
+fn words_for(storage: Storage) -> u32 {
+    match storage {
+        Storage::SignedInt | Storage::UnsignedInt => 1,
+        Storage::UnsignedLong => 2,
+        Storage::FreqCtr | Storage::Dict => 3,
+    }
+}
+
+/// The element-by-element layout of a table's values.
+#[derive(Debug)]
+pub(super) struct Layout {
+    pub(super) slots: Vec<Slot>,
+    /// Words per contribution.
+    pub(super) width: usize,
+    has_rates: bool,
+}
+
+impl Layout {
+    pub(super) fn new(def: &TableDef) -> Layout {
+        let mut slots = Vec::with_capacity(def.value_count());
+        let mut off = 0u32;
+        for c in &def.columns {
+            for _ in 0..c.nbelem {
+                slots.push(Slot {
+                    storage: c.ty.storage,
+                    combine: c.ty.combine,
+                    period: c.period,
+                    off,
+                });
+                off += words_for(c.ty.storage);
+            }
+        }
+        let has_rates = slots
+            .iter()
+            .any(|s| s.storage == Storage::FreqCtr && s.period > 0);
+        Layout {
+            slots,
+            width: off as usize,
+            has_rates,
+        }
+    }
+
+    /// Whether `values` has one value of the right kind per element. Checked
+    /// before anything is stored, so a bad update changes nothing.
+    fn accepts(&self, values: &[Value]) -> bool {
+        values.len() == self.slots.len()
+            && self.slots.iter().zip(values).all(|(s, v)| {
+                matches!(
+                    (s.storage, v),
+                    (Storage::SignedInt, Value::ServerId(_))
+                        | (Storage::UnsignedInt, Value::U32(_))
+                        | (Storage::UnsignedLong, Value::U64(_))
+                        | (Storage::FreqCtr, Value::Freq(_))
+                        | (Storage::Dict, Value::Dict(_) | Value::DictUnknown)
+                )
+            })
+    }
+
+    /// Overwrites a contribution with the latest absolute values.
+    fn store(&self, words: &mut [u32], values: &[Value], stamp: u64, dict: &mut Interner) {
+        for (s, v) in self.slots.iter().zip(values) {
+            let w = &mut words[s.off as usize..];
+            match v {
+                Value::U32(n) => w[0] = *n,
+                Value::ServerId(i) => w[0] = *i as u32,
+                Value::U64(n) => {
+                    w[0] = *n as u32;
+                    w[1] = (*n >> 32) as u32;
+                }
+                Value::Freq(f) => {
+                    w[0] = f.elapsed;
+                    w[1] = f.curr;
+                    w[2] = f.prev;
+                }
+                Value::Dict(d) => {
+                    // Acquire before releasing: the same value keeps its id.
+                    let id = d.as_ref().map_or(0, |b| dict.acquire(b));
+                    dict.release(w[0]);
+                    w[0] = id;
+                    w[1] = stamp as u32;
+                    w[2] = (stamp >> 32) as u32;
+                }
+                // HAProxy leaves the stored value unchanged; so do we.
+                Value::DictUnknown => {}
+            }
+        }
+    }
+
+    /// Gives back the interned strings a contribution references.
+    fn release(&self, words: &[u32], dict: &mut Interner) {
+        for s in self.slots.iter().filter(|s| s.storage == Storage::Dict) {
+            dict.release(words[s.off as usize]);
+        }
+    }
+
+    /// One contribution's values as received, rates re-based to `since` ms
+    /// after their arrival (for the stats views).
+    pub(super) fn load(&self, words: &[u32], since: i64, dict: &Interner, out: &mut Vec<Value>) {
+        for s in &self.slots {
+            let w = &words[s.off as usize..];
+            out.push(match s.storage {
+                Storage::SignedInt => Value::ServerId(w[0] as i32),
+                Storage::UnsignedInt => Value::U32(w[0]),
+                Storage::UnsignedLong => Value::U64(u64_at(w)),
+                Storage::FreqCtr => {
+                    let f = freq_at(w);
+                    let e = (f.elapsed_signed() + since).clamp(i32::MIN as i64, i32::MAX as i64);
+                    Value::Freq(FreqCtr {
+                        elapsed: e as i32 as u32,
+                        ..f
+                    })
+                }
+                Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
+            });
+        }
+    }
+
+    /// When the rates of `e` must next be republished, or [`NEVER`] when all
+    /// of them read 0 at `now`.
+    ///
+    /// The sum of the sources' sliding windows is piecewise linear: its
+    /// slope only changes when one source's counter crosses a period
+    /// boundary (at elapsed P its `curr` starts leaving the window instead of
+    /// `prev`; at 2P it is empty). `freq::encode` reproduces value and slope,
+    /// so republishing at the earliest boundary keeps every node's reading
+    /// equal to the cluster sum between input changes. The boundary is
+    /// passed by 1 ms because at exactly elapsed = P `window_after` still
+    /// reports the old slope. A sum reaching 0 does so at a boundary, so the
+    /// final zero push falls out of the same rule. Every P/4 as well, as a
+    /// safety net against anything the boundaries miss.
+    fn next_republish(&self, e: &KeyEntry, now: u64) -> u64 {
+        if !self.has_rates {
+            return NEVER;
+        }
+        let mut next = NEVER;
+        for s in &self.slots {
+            if s.storage != Storage::FreqCtr || s.period == 0 {
+                continue;
+            }
+            let p = s.period as i64;
+            let mut live = false;
+            for (h, w) in e.live(self.width, s.off, now) {
+                let f = freq_at(w);
+                let since = since(now, h.arrived);
+                if f.window_after(since, s.period).total == 0 {
+                    continue;
+                }
+                live = true;
+                let d = f.elapsed_signed() + since;
+                // A non-empty window means d < 2P, so this is ≥ 0.
+                let to_boundary = if d <= p { p - d } else { 2 * p - d };
+                next = next.min(now.saturating_add(to_boundary.max(0) as u64 + 1));
+            }
+            if live {
+                next = next.min(now + (s.period as u64 / 4).max(1));
+            }
+        }
+        next
+    }
+}
+
+fn u64_at(w: &[u32]) -> u64 {
+    w[0] as u64 | (w[1] as u64) << 32
+}
+
+fn freq_at(w: &[u32]) -> FreqCtr {
+    FreqCtr {
+        elapsed: w[0],
+        curr: w[1],
+        prev: w[2],
+    }
+}
+
+fn dict_stamp(w: &[u32]) -> u64 {
+    w[1] as u64 | (w[2] as u64) << 32
+}
+
+/// Milliseconds from `then` to `now`, clamped to what rate arithmetic needs
+/// (a clock going backwards counts as no time).
+pub(super) fn since(now: u64, then: u64) -> i64 {
+    now.saturating_sub(then).min(MAX_SINCE) as i64
+}
+
+/// One source's latest contribution to a key, minus its values.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Head {
+    /// When it lapses ([`NEVER`]: it does not).
+    pub(super) expires: u64,
+    /// When its last update arrived (rates are re-based from there).
+    pub(super) arrived: u64,
+    /// Engine-wide receive order of its last update: decides `Latest`, and
+    /// whether it predates the source's latest connection.
+    pub(super) stamp: u64,
+    pub(super) source: u32,
+}
+
+pub(super) struct KeyEntry {
+    pub(super) key: Bytes,
+    pub(super) heads: Vec<Head>,
+    /// `heads.len() × layout.width` words, contribution `i` at `i × width`.
+    pub(super) words: Vec<u32>,
+    /// Position in the table's change sequence (0: not in it).
+    seq: u64,
+    /// Deadline of this key's entry in the timers ([`NEVER`]: none). Never
+    /// later than the earliest expiry or republish it has to serve; it may be
+    /// earlier (a renewal does not move it), which only costs a spurious wake.
+    wake: u64,
+    /// Next rate republish ([`NEVER`]: none).
+    republish: u64,
+}
+
+impl KeyEntry {
+    /// Live contributions at `now` with their words from element offset `off`.
+    fn live(&self, width: usize, off: u32, now: u64) -> impl Iterator<Item = (&Head, &[u32])> {
+        self.heads
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.expires > now)
+            .map(move |(i, h)| (h, &self.words[i * width + off as usize..(i + 1) * width]))
+    }
+
+    pub(super) fn has_live(&self, now: u64) -> bool {
+        self.heads.iter().any(|h| h.expires > now)
+    }
+}
+
+pub(super) struct Table {
+    /// Index in the engine's table list (what timers refer to).
+    pub(super) idx: u32,
+    /// Our table id on the wire: stable for the process, never 0.
+    pub(super) id: u64,
+    pub(super) input: String,
+    pub(super) output: String,
+    /// The first accepted input definition: every later one must match.
+    pub(super) shape: Arc<TableDef>,
+    pub(super) out_def: Arc<TableDef>,
+    /// The peer whose definition fixed the shape (named in refusals).
+    pub(super) announced_by: String,
+    pub(super) layout: Layout,
+    index: HashMap<Bytes, u32, RandomState>,
+    /// Keys by slot; freed slots are reused, so timers and the change
+    /// sequence refer to keys by a 4-byte slot rather than a cloned key.
+    slab: Vec<Option<KeyEntry>>,
+    free: Vec<u32>,
+    /// Change sequence → key slot, each key once (HAProxy's update tree):
+    /// a peer that has sent up to sequence `c` has exactly the keys after
+    /// `c` left to send, each with its latest value.
+    pub(super) dirty: BTreeMap<u64, u32>,
+    /// Contributions per source, for the stats views and to skip tables a
+    /// source never fed.
+    pub(super) per_source: HashMap<u32, u32, RandomState>,
+    pub(super) refused: u64,
+    pub(super) last_refusal: Option<String>,
+}
+
+impl Table {
+    pub(super) fn new(idx: u32, input: Arc<TableDef>, output: String, by: String) -> Table {
+        let id = idx as u64 + 1;
+        let out_def = Arc::new(TableDef {
+            id,
+            name: output.clone(),
+            // We only ever send the columns we know.
+            unknown_types: 0,
+            ..(*input).clone()
+        });
+        Table {
+            idx,
+            id,
+            input: input.name.clone(),
+            output,
+            layout: Layout::new(&input),
+            shape: input,
+            out_def,
+            announced_by: by,
+            index: HashMap::default(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            dirty: BTreeMap::new(),
+            per_source: HashMap::default(),
+            refused: 0,
+            last_refusal: None,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub(super) fn entry(&self, slot: u32) -> Option<&KeyEntry> {
+        self.slab.get(slot as usize)?.as_ref()
+    }
+
+    pub(super) fn lookup(&self, key: &[u8]) -> Option<&KeyEntry> {
+        self.entry(*self.index.get(key)?)
+    }
+
+    pub(super) fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.slab.iter().flatten()
+    }
+
+    /// Stores `source`'s latest values for a key. Returns false (and changes
+    /// nothing) when the values do not fit the table's shape.
+    pub(super) fn apply(
+        &mut self,
+        ctx: &mut Ctx,
+        source: u32,
+        upd: &Update,
+        expires: u64,
+        stamp: u64,
+        now: u64,
+    ) -> bool {
+        if !self.layout.accepts(&upd.values) || !self.key_fits(&upd.key) {
+            return false;
+        }
+        let slot = match self.index.get(&upd.key) {
+            Some(&s) => s,
+            None => self.insert_key(&upd.key),
+        };
+        let width = self.layout.width;
+        let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        let head = Head {
+            expires,
+            arrived: now,
+            stamp,
+            source,
+        };
+        let i = match e.heads.iter().position(|h| h.source == source) {
+            Some(i) => {
+                e.heads[i] = head;
+                i
+            }
+            None => {
+                // Exact growth: sources per key are few and memory per key
+                // matters more than the rare reallocation.
+                e.heads.reserve_exact(1);
+                e.heads.push(head);
+                e.words.reserve_exact(width);
+                e.words.resize(e.words.len() + width, 0);
+                *self.per_source.entry(source).or_default() += 1;
+                e.heads.len() - 1
+            }
+        };
+        self.layout.store(
+            &mut e.words[i * width..(i + 1) * width],
+            &upd.values,
+            stamp,
+            ctx.dict,
+        );
+        self.changed(ctx, slot, now);
+        true
+    }
+
+    /// Whether `key` is what the shape's key type and length allow, so that
+    /// whatever we store can be encoded again in the output table.
+    fn key_fits(&self, key: &[u8]) -> bool {
+        match self.shape.key_type.fixed_len(self.shape.key_len) {
+            Some(n) => key.len() == n as usize,
+            None => key.len() < self.shape.key_len as usize,
+        }
+    }
+
+    fn insert_key(&mut self, key: &[u8]) -> u32 {
+        // A copy of our own: the update's `Bytes` may be a slice of a large
+        // receive buffer, which a clone would keep alive as long as the key.
+        let key = Bytes::copy_from_slice(key);
+        let e = KeyEntry {
+            key: key.clone(),
+            heads: Vec::new(),
+            words: Vec::new(),
+            seq: 0,
+            wake: NEVER,
+            republish: NEVER,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(e);
+                s
+            }
+            None => {
+                self.slab.push(Some(e));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, slot);
+        slot
+    }
+
+    /// The aggregate of a key changed at `now`: it takes a new sequence
+    /// number (every peer's cursor will reach it again, once, whatever
+    /// happened before) and its timers are planned anew.
+    fn changed(&mut self, ctx: &mut Ctx, slot: u32, now: u64) {
+        let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        *ctx.seq += 1;
+        if e.seq != 0 {
+            self.dirty.remove(&e.seq);
+        }
+        e.seq = *ctx.seq;
+        self.dirty.insert(e.seq, slot);
+        e.republish = self.layout.next_republish(e, now);
+        arm(ctx.timers, self.idx, slot, e);
+    }
+
+    /// The timer of `slot`, due at `at`, fired at `now`: drop lapsed
+    /// contributions (and the key with the last one), republish rates due.
+    pub(super) fn wake(&mut self, ctx: &mut Ctx, slot: u32, at: u64, now: u64) {
+        let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if e.wake != at {
+            return;
+        }
+        e.wake = NEVER;
+        let mut changed = false;
+        let mut i = 0;
+        while i < e.heads.len() {
+            if e.heads[i].expires <= now {
+                remove_contrib(&self.layout, e, i, ctx.dict, &mut self.per_source);
+                ctx.counters.expired += 1;
+                changed = true;
+            } else {
+                i += 1;
+            }
+        }
+        if e.heads.is_empty() {
+            // Nothing contributes: stop publishing; the nodes' copies expire
+            // by themselves.
+            self.remove_key(ctx, slot);
+            return;
+        }
+        if e.republish <= now {
+            ctx.counters.republished += 1;
+            changed = true;
+        }
+        if changed {
+            self.changed(ctx, slot, now);
+        } else {
+            // A renewal moved the deadlines later: sleep again.
+            arm(ctx.timers, self.idx, slot, e);
+        }
+    }
+
+    fn remove_key(&mut self, ctx: &mut Ctx, slot: u32) {
+        let Some(mut e) = self.slab.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        if e.seq != 0 {
+            self.dirty.remove(&e.seq);
+        }
+        if e.wake != NEVER {
+            ctx.timers.remove(&(e.wake, self.idx, slot));
+        }
+        while !e.heads.is_empty() {
+            remove_contrib(&self.layout, &mut e, 0, ctx.dict, &mut self.per_source);
+        }
+        self.index.remove(&e.key);
+        self.free.push(slot);
+    }
+
+    /// Drops the contributions of `source` received before stamp `epoch`
+    /// (its latest connection). Returns how many.
+    pub(super) fn drop_stale(&mut self, ctx: &mut Ctx, source: u32, epoch: u64, now: u64) -> u64 {
+        let mut dropped = 0;
+        for slot in 0..self.slab.len() as u32 {
+            if !self.per_source.contains_key(&source) {
+                break;
+            }
+            let Some(e) = self.slab[slot as usize].as_mut() else {
+                continue;
+            };
+            let Some(i) = e
+                .heads
+                .iter()
+                .position(|h| h.source == source && h.stamp < epoch)
+            else {
+                continue;
+            };
+            remove_contrib(&self.layout, e, i, ctx.dict, &mut self.per_source);
+            dropped += 1;
+            if e.heads.is_empty() {
+                self.remove_key(ctx, slot);
+            } else {
+                self.changed(ctx, slot, now);
+            }
+        }
+        dropped
+    }
+
+    /// The values to publish for `e` at `now`, in the output definition's
+    /// order, and the expire to send with them: the longest remaining
+    /// lifetime among live contributions (`None`: one never expires).
+    pub(super) fn aggregate(
+        &self,
+        e: &KeyEntry,
+        now: u64,
+        dict: &Interner,
+        out: &mut Vec<Value>,
+    ) -> Option<u32> {
+        let width = self.layout.width;
+        for s in &self.layout.slots {
+            out.push(combine(s, e.live(width, s.off, now), now, dict));
+        }
+        let mut last = now;
+        for h in e.heads.iter().filter(|h| h.expires > now) {
+            if h.expires == NEVER {
+                return None;
+            }
+            last = last.max(h.expires);
+        }
+        Some((last - now).min(u32::MAX as u64) as u32)
+    }
+}
+
+/// Combines one element across the live contributions, per data type
+/// (semantics.md "How values combine"); `col.ty.combine` decides.
+fn combine<'a>(
+    s: &Slot,
+    it: impl Iterator<Item = (&'a Head, &'a [u32])>,
+    now: u64,
+    dict: &Interner,
+) -> Value {
+    match (s.storage, s.combine) {
+        // Rates are never added field by field (periods are not aligned
+        // across nodes): sum the sliding windows at `now`, re-encode once.
+        (Storage::FreqCtr, _) => {
+            let mut win = Window::default();
+            for (h, w) in it {
+                win += freq_at(w).window_after(since(now, h.arrived), s.period);
+            }
+            Value::Freq(freq::encode(win, s.period))
+        }
+        // Latest, by the stamp of the value itself: a `DictUnknown` did not
+        // deliver one.
+        (Storage::Dict, _) => match it.max_by_key(|(_, w)| dict_stamp(w)) {
+            Some((_, w)) if dict_stamp(w) > 0 => Value::Dict(dict.get(w[0]).cloned()),
+            _ => Value::Dict(None),
+        },
+        (st, Combine::Latest) => {
+            let w = it
+                .max_by_key(|(h, _)| h.stamp)
+                .map_or(&[0u32, 0][..], |x| x.1);
+            match st {
+                Storage::SignedInt => Value::ServerId(w[0] as i32),
+                Storage::UnsignedLong => Value::U64(u64_at(w)),
+                _ => Value::U32(w[0]),
+            }
+        }
+        (Storage::SignedInt, Combine::Max) => {
+            Value::ServerId(it.map(|(_, w)| w[0] as i32).max().unwrap_or(0))
+        }
+        (Storage::SignedInt, _) => {
+            Value::ServerId(it.fold(0i32, |a, (_, w)| a.saturating_add(w[0] as i32)))
+        }
+        (Storage::UnsignedInt, Combine::Max) => {
+            Value::U32(it.map(|(_, w)| w[0]).max().unwrap_or(0))
+        }
+        // Sum32: HAProxy would truncate a larger value mod 2^32.
+        (Storage::UnsignedInt, _) => Value::U32(it.fold(0u32, |a, (_, w)| a.saturating_add(w[0]))),
+        (Storage::UnsignedLong, Combine::Max) => {
+            Value::U64(it.map(|(_, w)| u64_at(w)).max().unwrap_or(0))
+        }
+        (Storage::UnsignedLong, _) => {
+            Value::U64(it.fold(0u64, |a, (_, w)| a.saturating_add(u64_at(w))))
+        }
+    }
+}
+
+/// Removes contribution `i` of `e` (swap-remove in both arrays).
+fn remove_contrib(
+    layout: &Layout,
+    e: &mut KeyEntry,
+    i: usize,
+    dict: &mut Interner,
+    per_source: &mut HashMap<u32, u32, RandomState>,
+) {
+    let w = layout.width;
+    layout.release(&e.words[i * w..(i + 1) * w], dict);
+    let source = e.heads.swap_remove(i).source;
+    let last = e.heads.len();
+    if i != last {
+        e.words.copy_within(last * w..(last + 1) * w, i * w);
+    }
+    e.words.truncate(last * w);
+    if let Some(n) = per_source.get_mut(&source) {
+        *n -= 1;
+        if *n == 0 {
+            per_source.remove(&source);
+        }
+    }
+}
+
+/// Makes sure the key wakes up no later than its earliest expiry or
+/// republish. A later deadline than the armed one is left alone: renewals
+/// (the common case) then cost no timer operation. No deadline at all
+/// disarms, so that idle never-expiring keys cost nothing.
+fn arm(timers: &mut Timers, table: u32, slot: u32, e: &mut KeyEntry) {
+    let at = e.heads.iter().fold(e.republish, |a, h| a.min(h.expires));
+    if at == NEVER && e.wake != NEVER {
+        timers.remove(&(e.wake, table, slot));
+        e.wake = NEVER;
+    } else if at < e.wake {
+        if e.wake != NEVER {
+            timers.remove(&(e.wake, table, slot));
+        }
+        timers.insert((at, table, slot));
+        e.wake = at;
+    }
+}

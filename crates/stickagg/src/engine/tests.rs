@@ -1,0 +1,984 @@
+//! Engine tests, in virtual time: a "node" here is just a peer id that
+//! defines tables and sends absolute values; what it would read is computed
+//! with `peers::freq`, exactly as HAProxy reads a counter.
+
+use super::*;
+use peers::freq::Window;
+use peers::registry::data_type_by_name as by;
+use peers::{Column, FreqCtr, KeyType};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const P: u32 = 10_000;
+const IN: u64 = 1;
+const OUT: u64 = 2;
+
+fn def(
+    id: u64,
+    name: &str,
+    key_type: KeyType,
+    key_len: u32,
+    expire: u32,
+    cols: &[(&str, u32, u32)],
+) -> Arc<TableDef> {
+    Arc::new(TableDef {
+        id,
+        name: name.to_string(),
+        key_type,
+        key_len,
+        expire: Some(expire),
+        columns: cols
+            .iter()
+            .map(|&(n, e, p)| Column::new(by(n).unwrap(), e, p))
+            .collect(),
+        unknown_types: 0,
+    })
+}
+
+fn cfg_any() -> EngineConfig {
+    EngineConfig {
+        from: None,
+        to: ".agg".into(),
+        forward: vec![],
+    }
+}
+
+fn upd(key: &[u8], values: Vec<Value>) -> Update {
+    Update {
+        id: 1,
+        expire: None,
+        key: Bytes::copy_from_slice(key),
+        values,
+    }
+}
+
+fn f(elapsed: u32, curr: u32, prev: u32) -> Value {
+    Value::Freq(FreqCtr {
+        elapsed,
+        curr,
+        prev,
+    })
+}
+
+fn freq_of(v: &Value) -> FreqCtr {
+    match v {
+        Value::Freq(f) => *f,
+        v => panic!("not a rate: {v:?}"),
+    }
+}
+
+/// An engine with nodes 0..n connected, each defining `input` (id 1) and its
+/// output (id 2).
+struct H {
+    e: Engine,
+    input: Arc<TableDef>,
+    output: Arc<TableDef>,
+}
+
+impl H {
+    fn new(nodes: usize, input: Arc<TableDef>) -> H {
+        let output = Arc::new(TableDef {
+            id: OUT,
+            name: format!("{}.agg", input.name),
+            ..(*input).clone()
+        });
+        let mut h = H {
+            e: Engine::new(cfg_any()),
+            input,
+            output,
+        };
+        for n in 0..nodes {
+            h.connect(n, 0);
+        }
+        h
+    }
+
+    fn connect(&mut self, n: PeerId, now: u64) {
+        self.e
+            .peer_connected(n, &format!("lb{n}"), PeerRole::Node, now);
+        let v = self.e.table_defined(n, IN, &self.input, now);
+        assert_eq!(
+            v,
+            TableVerdict::Input {
+                output: self.output.name.clone()
+            }
+        );
+        assert_eq!(
+            self.e.table_defined(n, OUT, &self.output, now),
+            TableVerdict::Output
+        );
+    }
+
+    fn send(&mut self, n: PeerId, key: &[u8], values: Vec<Value>, now: u64) {
+        self.e.update(n, IN, &upd(key, values), now);
+    }
+
+    fn drain(&mut self, n: PeerId, now: u64) -> Vec<OutUpdate> {
+        self.e.poll_updates(n, usize::MAX, now)
+    }
+
+    /// The aggregate of `key` as a peer would receive it now.
+    fn agg(&self, key: &[u8], now: u64) -> Option<Vec<Value>> {
+        self.e
+            .key_info(&self.output.name, key, now, false)
+            .map(|k| k.values)
+    }
+}
+
+fn counters_def() -> Arc<TableDef> {
+    def(
+        IN,
+        "/t",
+        KeyType::Ipv4,
+        4,
+        0,
+        &[
+            ("gpc0", 1, 0),
+            ("conn_cnt", 1, 0),
+            ("conn_cur", 1, 0),
+            ("bytes_in_cnt", 1, 0),
+        ],
+    )
+}
+
+fn counters(gpc0: u32, conn: u32, cur: u32, bytes: u64) -> Vec<Value> {
+    vec![
+        Value::U32(gpc0),
+        Value::U32(conn),
+        Value::U32(cur),
+        Value::U64(bytes),
+    ]
+}
+
+#[test]
+fn counters_sum_across_three_peers() {
+    let mut h = H::new(3, counters_def());
+    let k = [10, 0, 0, 1];
+    h.send(0, &k, counters(5, 1, 2, 100), 1);
+    h.send(1, &k, counters(7, u32::MAX - 1, 1, u64::MAX - 10), 2);
+    h.send(2, &k, counters(3, 10, 0, 20), 3);
+    let out = h.drain(0, 3);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].table, 1);
+    assert_eq!(&out[0].key[..], &k);
+    // Saturating sums, never a wrap.
+    assert_eq!(out[0].values, counters(15, u32::MAX, 3, u64::MAX));
+    assert_eq!(out[0].expire, None);
+    // Absolute values: a re-sent value is not added twice, a decrease
+    // (counter cleared on a node) is taken as is.
+    h.send(0, &k, counters(5, 1, 2, 100), 4);
+    h.send(1, &k, counters(1, 2, 1, 5), 5);
+    assert_eq!(h.drain(0, 5)[0].values, counters(9, 13, 3, 125));
+    assert_eq!(h.e.counters().updates, 5);
+}
+
+#[test]
+fn output_definition_copies_the_input_shape() {
+    let mut input = (*counters_def()).clone();
+    input.unknown_types = 1 << 40;
+    let h = H::new(1, Arc::new(input));
+    let outs = h.e.outputs_for(0);
+    assert_eq!(outs.len(), 1);
+    let o = &outs[0];
+    assert_eq!((o.id, o.name.as_str()), (1, "/t.agg"));
+    assert!(o.same_shape(&h.input));
+    assert_eq!(o.unknown_types, 0, "only columns we can encode");
+    assert_eq!(o.expire, h.input.expire);
+}
+
+/// Feeds one rate key from `sources` (arrival time, triple; arrivals in
+/// increasing order), then follows the engine's pushes to one node until it
+/// stops republishing. At several instants between consecutive pushes, what
+/// the node reads from the last pushed counter must equal the sum of the
+/// sources' sliding windows at that instant (to 1 + the half-millisecond
+/// rounding of `elapsed`, see freq.rs), and the sum of what each source node
+/// reads itself (each floors its own reading: up to one event per source
+/// more). Returns the pushes.
+fn walk_rate(sources: &[(u64, FreqCtr)], period: u32) -> Vec<(u64, FreqCtr)> {
+    let rate = def(
+        IN,
+        "/r",
+        KeyType::Ipv4,
+        4,
+        0,
+        &[("http_req_rate", 1, period)],
+    );
+    let n = sources.len();
+    let mut h = H::new(n + 1, rate);
+    let k = [1, 2, 3, 4];
+    for (i, &(at, c)) in sources.iter().enumerate() {
+        h.send(i, &k, vec![Value::Freq(c)], at);
+    }
+    let exact = |t: u64| {
+        let mut w = Window::default();
+        for &(at, c) in sources {
+            w += c.window_after((t - at) as i64, period);
+        }
+        w
+    };
+    let reads = |t: u64| -> i64 {
+        sources
+            .iter()
+            .map(|&(at, c)| c.read_after((t - at) as i64, period) as i64)
+            .sum()
+    };
+    let mut now = sources.iter().map(|s| s.0).max().unwrap();
+    let mut pushes: Vec<(u64, FreqCtr)> = Vec::new();
+    loop {
+        let out = h.drain(n, now);
+        assert!(out.len() <= 1);
+        if let Some(u) = out.first() {
+            pushes.push((now, freq_of(&u.values[0])));
+        }
+        let (pushed_at, enc) = *pushes.last().expect("a first push");
+        let end = h.e.next_deadline();
+        let horizon = end.unwrap_or(now + 3 * period as u64);
+        for i in 0..=16 {
+            let t = (now + (horizon - now) * i / 16)
+                .min(horizon.saturating_sub(1))
+                .max(now);
+            let node = enc.read_after((t - pushed_at) as i64, period) as i64;
+            let w = exact(t);
+            let sum = (w.total / period as u128) as i64;
+            let tol = 1 + (w.slope / (2 * period as u64)) as i64;
+            assert!(
+                (node - sum).abs() <= tol,
+                "t={t}: node reads {node}, windows sum to {sum} (pushed {enc:?} at {pushed_at})"
+            );
+            assert!(
+                (node - reads(t)).abs() < tol + n as i64,
+                "t={t}: node reads {node}, nodes read {}",
+                reads(t)
+            );
+        }
+        match end {
+            Some(d) => now = d,
+            None => break,
+        }
+        // Two boundaries per source and four pushes per period at most.
+        assert!(
+            pushes.len() <= 2 * n + 12,
+            "republishing never ends: {pushes:?}"
+        );
+    }
+    let (last_at, last) = *pushes.last().unwrap();
+    assert_eq!(last, FreqCtr::default(), "a final zero push");
+    assert_eq!(exact(last_at).total, 0);
+    // Decay is republishing, not input; and nothing is left pending.
+    assert_eq!(h.e.counters().updates, n as u64);
+    assert!(!h.e.has_pending(n));
+    pushes
+}
+
+/// Three nodes with unaligned periods: the node reads the cluster sum right
+/// after each push and at every instant until the next one; the engine keeps
+/// republishing until the sum reaches 0, pushes that 0, then stops.
+#[test]
+fn rate_sum_decays_like_the_nodes_and_ends_with_a_zero_push() {
+    let pushes = walk_rate(
+        &[
+            (
+                100,
+                FreqCtr {
+                    elapsed: 2_000,
+                    curr: 40,
+                    prev: 100,
+                },
+            ),
+            (
+                250,
+                FreqCtr {
+                    elapsed: 9_000,
+                    curr: 7,
+                    prev: 300,
+                },
+            ),
+            (
+                400,
+                FreqCtr {
+                    elapsed: 15_000,
+                    curr: 60,
+                    prev: 5,
+                },
+            ),
+        ],
+        P,
+    );
+    assert!(pushes.len() >= 4, "boundaries crossed: {pushes:?}");
+    // The first push is the sum at arrival.
+    assert_eq!(pushes[0].0, 400);
+}
+
+#[test]
+fn a_nonzero_rate_is_republished_at_least_every_quarter_period() {
+    let rate = def(IN, "/r", KeyType::Ipv4, 4, 0, &[("conn_rate", 1, P)]);
+    let mut h = H::new(1, rate);
+    // All events in the current period: flat until the boundary 9.9 s away.
+    h.send(0, b"abcd", vec![f(100, 50, 0)], 0);
+    h.drain(0, 0);
+    let d = h.e.next_deadline().unwrap();
+    assert_eq!(d, P as u64 / 4);
+    assert!(h.drain(0, d - 1).is_empty());
+    let out = h.drain(0, d);
+    assert_eq!(out.len(), 1);
+    assert_eq!(freq_of(&out[0].values[0]).read_after(0, P), 50);
+    // A zero rate schedules nothing.
+    h.send(0, b"abcd", vec![f(100, 0, 0)], d);
+    h.drain(0, d);
+    assert_eq!(h.e.next_deadline(), None);
+}
+
+#[test]
+fn from_nonagg_mapping() {
+    let mut e = Engine::new(EngineConfig {
+        from: Some(".nonagg".into()),
+        to: ".agg".into(),
+        forward: vec![],
+    });
+    e.peer_connected(0, "lb0", PeerRole::Node, 0);
+    let cols = &[("http_req_cnt", 1, 0)];
+    let input = def(1, "/req.nonagg", KeyType::String, 33, 0, cols);
+    let output = def(2, "/req.agg", KeyType::String, 33, 0, cols);
+    let other = def(3, "/req", KeyType::String, 33, 0, cols);
+    assert_eq!(
+        e.table_defined(0, 1, &input, 0),
+        TableVerdict::Input {
+            output: "/req.agg".into()
+        }
+    );
+    assert_eq!(e.table_defined(0, 2, &output, 0), TableVerdict::Output);
+    assert_eq!(e.table_defined(0, 3, &other, 0), TableVerdict::Ignored);
+    e.update(0, 3, &upd(b"x", vec![Value::U32(1)]), 0);
+    e.update(0, 1, &upd(b"x", vec![Value::U32(4)]), 0);
+    assert_eq!(e.counters().ignored_table, 1);
+    let outs = e.outputs_for(0);
+    assert_eq!(outs.len(), 1);
+    assert_eq!(outs[0].name, "/req.agg");
+    let out = e.poll_updates(0, 10, 0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].values, vec![Value::U32(4)]);
+    let t = e.table_info("/req.nonagg").unwrap();
+    assert_eq!(
+        (t.input.as_str(), t.output.as_str()),
+        ("/req.nonagg", "/req.agg")
+    );
+    assert_eq!(t.wanted_by, vec!["lb0".to_string()]);
+}
+
+#[test]
+fn mismatched_shape_is_refused_while_the_first_keeps_working() {
+    let cols = &[("http_req_cnt", 1, 0), ("http_req_rate", 1, P)];
+    let first = def(IN, "/t", KeyType::String, 21, 0, cols);
+    let mut h = H::new(1, first);
+    h.e.peer_connected(1, "enterprise2", PeerRole::Node, 0);
+    h.e.peer_connected(2, "enterprise3", PeerRole::Node, 0);
+    let longer = def(7, "/t", KeyType::String, 33, 0, cols);
+    let TableVerdict::Refused { reason } = h.e.table_defined(1, 7, &longer, 0) else {
+        panic!("accepted a different key length");
+    };
+    assert_eq!(reason, "key length 33 differs from 21 announced by lb0");
+    let period = def(
+        7,
+        "/t",
+        KeyType::String,
+        21,
+        0,
+        &[("http_req_cnt", 1, 0), ("http_req_rate", 1, 1000)],
+    );
+    let TableVerdict::Refused { reason } = h.e.table_defined(2, 7, &period, 0) else {
+        panic!("accepted a different period");
+    };
+    // Re-announced before every batch: still refused, counted once.
+    assert!(matches!(
+        h.e.table_defined(2, 7, &period, 0),
+        TableVerdict::Refused { .. }
+    ));
+    assert!(reason.contains("http_req_rate(1000)"), "{reason}");
+    assert!(reason.contains("http_req_rate(10000)"), "{reason}");
+    // The refused peers' updates are ignored; the first shape keeps working.
+    h.e.update(1, 7, &upd(b"k", vec![Value::U32(100), f(0, 1, 0)]), 1);
+    h.e.update(2, 7, &upd(b"k", vec![Value::U32(100), f(0, 1, 0)]), 1);
+    h.send(0, b"k", vec![Value::U32(3), f(0, 0, 0)], 1);
+    assert_eq!(h.agg(b"k", 1).unwrap()[0], Value::U32(3));
+    assert_eq!(h.e.counters().ignored_refused, 2);
+    assert_eq!(h.e.counters().refused_defs, 2);
+    let t = h.e.table_info("/t.agg").unwrap();
+    assert_eq!(t.refused, 2);
+    assert!(t
+        .last_refusal
+        .unwrap()
+        .starts_with("enterprise3: data types"));
+    assert_eq!(t.sources.len(), 1);
+    // The same peer redefining the same shape on a new connection is fine,
+    // and its old remote ids are forgotten.
+    h.e.peer_disconnected(0, 2);
+    h.e.peer_connected(0, "lb0", PeerRole::Node, 3);
+    h.e.update(0, IN, &upd(b"k", vec![Value::U32(9), f(0, 0, 0)]), 3);
+    assert_eq!(h.e.counters().ignored_unknown, 1);
+    h.connect(0, 3);
+    h.send(0, b"k", vec![Value::U32(9), f(0, 0, 0)], 3);
+    assert_eq!(h.agg(b"k", 3).unwrap()[0], Value::U32(9));
+}
+
+#[test]
+fn expiry_removes_a_contribution_then_the_key() {
+    let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]));
+    let k = [1, 1, 1, 1];
+    h.send(0, &k, vec![Value::U32(5)], 0);
+    h.send(1, &k, vec![Value::U32(7)], 500);
+    let out = h.drain(0, 600);
+    assert_eq!(out[0].values, vec![Value::U32(12)]);
+    // The longest remaining lifetime among the contributions.
+    assert_eq!(out[0].expire, Some(900));
+    assert_eq!(h.e.next_deadline(), Some(1_000));
+    h.e.tick(999);
+    assert!(!h.e.has_pending(0));
+    h.e.tick(1_000);
+    assert!(h.e.has_pending(0));
+    let out = h.drain(0, 1_000);
+    assert_eq!(out[0].values, vec![Value::U32(7)]);
+    assert_eq!(out[0].expire, Some(500));
+    assert_eq!(h.e.counters().expired, 1);
+    // The last one lapses: the key is dropped and not published any more.
+    assert_eq!(h.e.next_deadline(), Some(1_500));
+    h.e.tick(1_500);
+    assert!(!h.e.has_pending(0));
+    assert!(h.drain(0, 1_500).is_empty());
+    assert_eq!(h.e.tables()[0].entries, 0);
+    assert!(h.e.tables()[0].sources.is_empty());
+    assert_eq!(h.e.next_deadline(), None);
+    assert!(h.agg(&k, 1_500).is_none());
+}
+
+#[test]
+fn renewal_and_timed_updates() {
+    let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]));
+    let k = [1, 1, 1, 1];
+    h.send(0, &k, vec![Value::U32(5)], 0);
+    // Renewed at 800: lives until 1800; the timer at 1000 wakes for nothing.
+    h.send(0, &k, vec![Value::U32(6)], 800);
+    h.drain(0, 800);
+    h.e.tick(1_000);
+    assert!(!h.e.has_pending(0));
+    assert_eq!(h.e.next_deadline(), Some(1_800));
+    // A timed update (full resync) brings its own remaining lifetime,
+    // capped to the table's expire.
+    let mut u = upd(&k, vec![Value::U32(1)]);
+    u.expire = Some(300);
+    h.e.update(1, IN, &u, 1_000);
+    let out = h.drain(0, 1_000);
+    assert_eq!(out[0].values, vec![Value::U32(7)]);
+    assert_eq!(out[0].expire, Some(800));
+    u.expire = Some(50_000);
+    h.e.update(1, IN, &u, 1_000);
+    assert_eq!(h.drain(0, 1_000)[0].expire, Some(1_000));
+    let c = h.e.key_info("/t", &k, 1_000, true).unwrap();
+    let lifetimes: Vec<_> = c.sources.iter().map(|s| s.expire).collect();
+    assert_eq!(lifetimes, vec![Some(800), Some(1_000)]);
+}
+
+#[test]
+fn never_expiring_contributions() {
+    let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 0, &[("gpc0", 1, 0)]));
+    let mut u = upd(&[1, 2, 3, 4], vec![Value::U32(1)]);
+    // A table without expire: a timed update does not make it expire.
+    u.expire = Some(10);
+    h.e.update(0, IN, &u, 0);
+    h.e.update(1, IN, &u, 0);
+    assert_eq!(h.e.next_deadline(), None);
+    assert_eq!(h.drain(0, 100)[0].expire, None);
+}
+
+#[test]
+fn coalescing_100_updates_of_one_key() {
+    let mut h = H::new(2, counters_def());
+    for i in 0..100 {
+        h.send(1, b"abcd", counters(i, i, 0, i as u64), i as u64);
+    }
+    assert!(h.e.has_pending(0));
+    let out = h.drain(0, 100);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].values, counters(99, 99, 0, 99));
+    assert!(!h.e.has_pending(0));
+    // Bounded memory: the change tree holds one item per key.
+    assert_eq!(h.e.tables[0].dirty.len(), 1);
+}
+
+#[test]
+fn slow_peer_lags_and_gets_latest_values_fast_peer_keeps_up() {
+    let mut h = H::new(3, counters_def());
+    let (fast, slow, src) = (0, 1, 2);
+    let keys: Vec<[u8; 4]> = (0..10u8).map(|i| [10, 0, 0, i]).collect();
+    let mut fast_seen = 0;
+    for round in 0..5u32 {
+        for k in &keys {
+            h.send(src, k, counters(round, 0, 0, 0), round as u64);
+        }
+        fast_seen += h.drain(fast, round as u64).len();
+        assert!(!h.e.has_pending(fast));
+    }
+    assert_eq!(fast_seen, 50);
+    // The slow peer never polled: it has each key once, with its latest
+    // value, oldest change first, whatever its batch size.
+    assert!(h.e.has_pending(slow));
+    let mut got = Vec::new();
+    loop {
+        let batch = h.e.poll_updates(slow, 3, 10);
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 3);
+        got.extend(batch);
+    }
+    assert_eq!(got.len(), 10);
+    for (u, k) in got.iter().zip(&keys) {
+        assert_eq!(&u.key[..], k);
+        assert_eq!(u.values[0], Value::U32(4));
+    }
+    // A change after a partial read goes behind the cursor's end.
+    h.send(src, &keys[0], counters(9, 0, 0, 0), 11);
+    h.send(src, &keys[5], counters(9, 0, 0, 0), 11);
+    let out = h.e.poll_updates(slow, 1, 11);
+    assert_eq!(&out[0].key[..], &keys[0]);
+    let out = h.e.poll_updates(slow, 10, 11);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0].key[..], &keys[5]);
+}
+
+#[test]
+fn updates_across_tables_come_oldest_first() {
+    let mut e = Engine::new(cfg_any());
+    e.peer_connected(0, "lb0", PeerRole::Node, 0);
+    let a = def(1, "/a", KeyType::Ipv4, 4, 0, &[("gpc0", 1, 0)]);
+    let b = def(2, "/b", KeyType::Ipv4, 4, 0, &[("gpc0", 1, 0)]);
+    e.table_defined(0, 1, &a, 0);
+    e.table_defined(0, 2, &b, 0);
+    e.table_defined(0, 3, &def(3, "/a.agg", KeyType::Ipv4, 4, 0, &[]), 0);
+    e.table_defined(0, 4, &def(4, "/b.agg", KeyType::Ipv4, 4, 0, &[]), 0);
+    e.update(0, 2, &upd(b"b001", vec![Value::U32(1)]), 0);
+    e.update(0, 1, &upd(b"a001", vec![Value::U32(1)]), 0);
+    e.update(0, 2, &upd(b"b002", vec![Value::U32(1)]), 0);
+    let keys: Vec<_> = e
+        .poll_updates(0, 10, 0)
+        .into_iter()
+        .map(|u| (u.table, u.key))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (2, Bytes::from_static(b"b001")),
+            (1, Bytes::from_static(b"a001")),
+            (2, Bytes::from_static(b"b002"))
+        ]
+    );
+}
+
+#[test]
+fn resend_all_and_reconnect_send_everything_again() {
+    let mut h = H::new(2, counters_def());
+    for i in 0..5u8 {
+        h.send(1, &[0, 0, 0, i], counters(1, 0, 0, 0), 0);
+    }
+    assert_eq!(h.drain(0, 0).len(), 5);
+    assert!(!h.e.has_pending(0));
+    h.e.resend_all(0);
+    assert!(h.e.has_pending(0));
+    assert_eq!(h.drain(0, 0).len(), 5);
+    h.e.peer_disconnected(0, 1);
+    h.connect(0, 2);
+    assert_eq!(h.drain(0, 2).len(), 5);
+}
+
+#[test]
+fn resync_finished_drops_stale_contributions_of_that_peer_only() {
+    let mut h = H::new(2, counters_def());
+    let (k1, k2, k3) = ([0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3]);
+    h.send(0, &k1, counters(1, 0, 0, 0), 0);
+    h.send(0, &k2, counters(2, 0, 0, 0), 0);
+    h.send(0, &k3, counters(3, 0, 0, 0), 0);
+    h.send(1, &k2, counters(20, 0, 0, 0), 0);
+    h.send(1, &k3, counters(30, 0, 0, 0), 0);
+    h.drain(0, 0);
+    // Node 0 restarts: it only knows k1 now (and a new k2 for node 1 keeps
+    // node 1's older contributions alive).
+    h.e.peer_disconnected(0, 10);
+    h.connect(0, 20);
+    h.send(0, &k1, counters(1, 0, 0, 0), 21);
+    h.send(1, &k2, counters(21, 0, 0, 0), 21);
+    h.e.resync_finished(1, 22); // node 1 did not reconnect: nothing is stale
+    assert_eq!(h.e.counters().stale_dropped, 0);
+    h.e.resync_finished(0, 22);
+    assert_eq!(h.e.counters().stale_dropped, 2);
+    assert_eq!(h.agg(&k1, 22).unwrap()[0], Value::U32(1));
+    assert_eq!(h.agg(&k2, 22).unwrap()[0], Value::U32(21));
+    assert_eq!(h.agg(&k3, 22).unwrap()[0], Value::U32(30));
+    // Node 1 restarts and teaches nothing: its keys go, k1 stays.
+    h.connect(1, 30);
+    h.e.resync_finished(1, 31);
+    assert_eq!(h.agg(&k1, 31).unwrap()[0], Value::U32(1));
+    assert!(h.agg(&k2, 31).is_none());
+    assert!(h.agg(&k3, 31).is_none());
+    assert_eq!(h.e.tables()[0].entries, 1);
+}
+
+#[test]
+fn latest_server_id_and_server_key() {
+    let stick = def(
+        IN,
+        "be",
+        KeyType::String,
+        33,
+        0,
+        &[("server_id", 1, 0), ("server_key", 1, 0)],
+    );
+    let mut h = H::new(3, stick);
+    let s = |v: &'static str| Value::Dict(Some(Bytes::from_static(v.as_bytes())));
+    let k = b"client";
+    h.send(0, k, vec![Value::ServerId(1), s("s1")], 1);
+    h.send(1, k, vec![Value::ServerId(2), s("s2")], 1);
+    assert_eq!(h.agg(k, 1).unwrap(), vec![Value::ServerId(2), s("s2")]);
+    // DictUnknown leaves node 0's stored "s1", received before "s2".
+    h.send(0, k, vec![Value::ServerId(3), Value::DictUnknown], 2);
+    assert_eq!(h.agg(k, 2).unwrap(), vec![Value::ServerId(3), s("s2")]);
+    h.send(0, k, vec![Value::ServerId(3), s("s3")], 3);
+    assert_eq!(h.agg(k, 3).unwrap(), vec![Value::ServerId(3), s("s3")]);
+    // A new source that never delivered a name does not hide the others'.
+    h.send(2, k, vec![Value::ServerId(-1), Value::DictUnknown], 4);
+    assert_eq!(h.agg(k, 4).unwrap(), vec![Value::ServerId(-1), s("s3")]);
+    // "No server_key" is a value like any other.
+    h.send(1, k, vec![Value::ServerId(2), Value::Dict(None)], 5);
+    assert_eq!(
+        h.agg(k, 5).unwrap(),
+        vec![Value::ServerId(2), Value::Dict(None)]
+    );
+    // Interned names follow the live contributions.
+    assert_eq!(h.e.dict.len(), 1);
+    let detail = h.e.key_info("be.agg", k, 5, true).unwrap();
+    let names: Vec<_> = detail.sources.iter().map(|c| c.values[1].clone()).collect();
+    assert_eq!(names, vec![s("s3"), Value::Dict(None), Value::Dict(None)]);
+}
+
+#[test]
+fn interned_names_are_released_with_their_contributions() {
+    let stick = def(
+        IN,
+        "be",
+        KeyType::String,
+        33,
+        1_000,
+        &[("server_key", 1, 0)],
+    );
+    let mut h = H::new(2, stick);
+    let s = |v: &'static str| Value::Dict(Some(Bytes::from_static(v.as_bytes())));
+    h.send(0, b"a", vec![s("s1")], 0);
+    h.send(1, b"a", vec![s("s2")], 0);
+    h.send(1, b"b", vec![s("s2")], 0);
+    assert_eq!(h.e.dict.len(), 2);
+    h.send(0, b"a", vec![s("s2")], 1);
+    assert_eq!(h.e.dict.len(), 1);
+    h.e.tick(2_000);
+    assert_eq!(h.e.dict.len(), 0);
+}
+
+#[test]
+fn max_for_gpt0_and_gpt_arrays() {
+    let tags = def(
+        IN,
+        "/tags",
+        KeyType::Ipv6,
+        16,
+        0,
+        &[("gpt0", 1, 0), ("gpc0", 1, 0)],
+    );
+    let mut h = H::new(2, tags);
+    let k = [7u8; 16];
+    h.send(0, &k, vec![Value::U32(1), Value::U32(1)], 0);
+    h.send(1, &k, vec![Value::U32(0), Value::U32(1)], 0);
+    assert_eq!(h.agg(&k, 0).unwrap(), vec![Value::U32(1), Value::U32(2)]);
+
+    let arrays = def(
+        IN,
+        "/arr",
+        KeyType::String,
+        21,
+        0,
+        &[("gpt", 3, 0), ("gpc", 2, 0), ("gpc_rate", 2, 5_000)],
+    );
+    let mut h = H::new(2, arrays);
+    let u = |g: [u32; 3], c: [u32; 2], r: [u32; 2]| {
+        let mut v: Vec<Value> = g.iter().map(|&x| Value::U32(x)).collect();
+        v.extend(c.iter().map(|&x| Value::U32(x)));
+        v.extend(r.iter().map(|&x| f(0, x, 0)));
+        v
+    };
+    h.send(0, b"k", u([1, 0, 5], [2, u32::MAX], [3, 0]), 0);
+    h.send(1, b"k", u([0, 7, 2], [4, 1], [0, 9]), 0);
+    assert_eq!(h.agg(b"k", 0).unwrap(), u([1, 7, 5], [6, u32::MAX], [3, 9]));
+}
+
+#[test]
+fn updates_for_outputs_are_not_inputs() {
+    let mut h = H::new(2, counters_def());
+    h.send(0, b"abcd", counters(1, 0, 0, 0), 0);
+    h.drain(0, 0);
+    // Node 0 sends our own result back (a resync teach does that).
+    h.e.update(0, OUT, &upd(b"abcd", counters(100, 0, 0, 0)), 1);
+    h.e.update(0, OUT, &upd(b"efgh", counters(100, 0, 0, 0)), 1);
+    assert_eq!(h.e.counters().ignored_output, 2);
+    assert!(!h.e.has_pending(0));
+    assert_eq!(h.agg(b"abcd", 1).unwrap()[0], Value::U32(1));
+    assert!(h.agg(b"efgh", 1).is_none());
+}
+
+#[test]
+fn outputs_for_declared_outputs_only_with_key_warnings() {
+    let mut e = Engine::new(cfg_any());
+    let cols = &[("gpc0", 1, 0)];
+    e.peer_connected(0, "lb0", PeerRole::Node, 0);
+    e.peer_connected(1, "lb1", PeerRole::Node, 0);
+    e.peer_connected(2, "lb2", PeerRole::Node, 0);
+    // lb1 declares the output before anybody announced the input.
+    let out_bad = def(5, "/t.agg", KeyType::String, 21, 0, cols);
+    assert_eq!(e.table_defined(1, 5, &out_bad, 0), TableVerdict::Output);
+    assert!(e.outputs_for(1).is_empty());
+    let input = def(1, "/t", KeyType::String, 33, 0, cols);
+    e.table_defined(0, 1, &input, 0);
+    e.table_defined(2, 9, &def(9, "/t.agg", KeyType::String, 33, 0, cols), 0);
+    assert!(e.outputs_for(0).is_empty(), "lb0 did not declare /t.agg");
+    assert_eq!(e.outputs_for(1).len(), 1);
+    assert_eq!(e.outputs_for(2)[0].key_len, 33);
+    e.update(0, 1, &upd(b"x", vec![Value::U32(1)]), 0);
+    assert!(!e.has_pending(0));
+    assert!(e.poll_updates(0, 10, 0).is_empty());
+    assert_eq!(e.poll_updates(1, 10, 0).len(), 1);
+    let t = e.table_info("/t.agg").unwrap();
+    assert_eq!(t.wanted_by, vec!["lb1".to_string(), "lb2".to_string()]);
+    assert_eq!(t.warnings.len(), 1);
+    assert!(t.warnings[0].starts_with("lb1 declares /t.agg with key string len 21"));
+    assert_eq!(e.output_warning(1, "/t.agg"), Some(t.warnings[0].clone()));
+    assert_eq!(e.output_warning(2, "/t.agg"), None);
+    assert!(format!("{e:?}").contains("keys: 1"));
+}
+
+#[test]
+fn malformed_input_is_ignored_and_counted() {
+    let mut h = H::new(1, counters_def());
+    // Unknown peer, unknown remote id, wrong count, wrong kinds.
+    h.e.update(42, IN, &upd(b"abcd", counters(1, 0, 0, 0)), 0);
+    h.e.update(0, 99, &upd(b"abcd", counters(1, 0, 0, 0)), 0);
+    h.send(0, b"abcd", vec![Value::U32(1)], 0);
+    h.send(0, b"abcd", vec![Value::U64(1); 4], 0);
+    h.send(0, b"abcd", vec![Value::DictUnknown; 4], 0);
+    let c = h.e.counters();
+    assert_eq!(
+        (c.ignored_unknown, c.ignored_malformed, c.updates),
+        (2, 3, 0)
+    );
+    assert!(h.e.tables()[0].entries == 0);
+    // Calls about unknown peers do nothing.
+    assert_eq!(
+        h.e.table_defined(42, 1, &counters_def(), 0),
+        TableVerdict::Ignored
+    );
+    h.e.resync_finished(42, 0);
+    h.e.resend_all(42);
+    h.e.peer_disconnected(42, 0);
+    assert!(h.e.poll_updates(42, 10, 0).is_empty());
+    assert!(h.e.outputs_for(42).is_empty());
+    assert!(!h.e.has_pending(42));
+    assert!(h.e.poll_updates(0, 0, 0).is_empty());
+}
+
+#[test]
+fn up_peers_are_not_sources() {
+    let mut e = Engine::new(EngineConfig {
+        from: None,
+        to: ".intermediate".into(),
+        forward: vec![".agg".into()],
+    });
+    e.peer_connected(0, "top", PeerRole::Up, 0);
+    let cols = &[("gpc0", 1, 0)];
+    assert_eq!(
+        e.table_defined(0, 1, &def(1, "/t", KeyType::Ipv4, 4, 0, cols), 0),
+        TableVerdict::Ignored
+    );
+    assert_eq!(
+        e.table_defined(0, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0),
+        TableVerdict::Ignored
+    );
+    assert_eq!(
+        e.table_defined(
+            0,
+            3,
+            &def(3, "/t.intermediate", KeyType::Ipv4, 4, 0, cols),
+            0
+        ),
+        TableVerdict::Output
+    );
+    e.peer_connected(1, "lb", PeerRole::Node, 0);
+    assert_eq!(
+        e.table_defined(1, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0),
+        TableVerdict::Ignored,
+        "a forward suffix is never an input"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Property tests
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// (node, key, gpc0, bytes)
+    Send(usize, u8, u32, u64),
+    Tick(u64),
+    Reconnect(usize),
+    ResyncFinished(usize),
+    Poll(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let big = prop_oneof![0u32..1_000, (u32::MAX - 1_000)..=u32::MAX];
+    let big64 = prop_oneof![0u64..1_000, (u64::MAX - 1_000)..=u64::MAX];
+    prop_oneof![
+        8 => (0usize..3, 0u8..5, big, big64).prop_map(|(n, k, a, b)| Op::Send(n, k, a, b)),
+        2 => (0u64..100).prop_map(Op::Tick),
+        1 => (0usize..3).prop_map(Op::Reconnect),
+        1 => (0usize..3).prop_map(Op::ResyncFinished),
+        2 => (3usize..5).prop_map(Op::Poll),
+    ]
+}
+
+proptest! {
+    /// Whatever the order of updates, reconnects, resyncs and polls, the
+    /// totals a peer ends up with equal the sums of the latest values per
+    /// source, and the engine publishes exactly the keys something feeds.
+    #[test]
+    fn counter_sums_are_sums_of_latest_values(ops in proptest::collection::vec(op(), 1..200)) {
+        let d = def(IN, "/t", KeyType::Ipv4, 4, 0, &[("gpc0", 1, 0), ("bytes_out_cnt", 1, 0)]);
+        let mut h = H::new(5, d);
+        // (node, key) → latest values, and what each node must re-teach.
+        let mut model: BTreeMap<(usize, u8), (u32, u64)> = BTreeMap::new();
+        let mut stale: Vec<Vec<u8>> = vec![Vec::new(); 3];
+        let mut seen: [BTreeMap<Bytes, Vec<Value>>; 2] = Default::default();
+        let mut now = 0;
+        for op in ops {
+            match op {
+                Op::Send(n, k, a, b) => {
+                    h.send(n, &[0, 0, 0, k], vec![Value::U32(a), Value::U64(b)], now);
+                    model.insert((n, k), (a, b));
+                    stale[n].retain(|&x| x != k);
+                }
+                Op::Tick(dt) => {
+                    now += dt;
+                    h.e.tick(now);
+                }
+                Op::Reconnect(n) => {
+                    h.e.peer_disconnected(n, now);
+                    h.connect(n, now);
+                    stale[n] = model.keys().filter(|(m, _)| *m == n).map(|&(_, k)| k).collect();
+                }
+                Op::ResyncFinished(n) => {
+                    h.e.resync_finished(n, now);
+                    for k in std::mem::take(&mut stale[n]) {
+                        model.remove(&(n, k));
+                    }
+                }
+                Op::Poll(p) => {
+                    for u in h.e.poll_updates(p, 2, now) {
+                        seen[p - 3].insert(u.key, u.values);
+                    }
+                }
+            }
+        }
+        for (p, seen) in seen.iter_mut().enumerate() {
+            for u in h.drain(p + 3, now) {
+                seen.insert(u.key, u.values);
+            }
+        }
+        let mut expect: BTreeMap<u8, (u32, u64)> = BTreeMap::new();
+        for (&(_, k), &(a, b)) in &model {
+            let e = expect.entry(k).or_default();
+            e.0 = e.0.saturating_add(a);
+            e.1 = e.1.saturating_add(b);
+        }
+        prop_assert_eq!(h.e.tables()[0].entries, expect.len());
+        for (k, (a, b)) in expect {
+            let want = vec![Value::U32(a), Value::U64(b)];
+            let key = Bytes::copy_from_slice(&[0, 0, 0, k]);
+            prop_assert_eq!(h.agg(&key, now), Some(want.clone()));
+            for seen in &seen {
+                prop_assert_eq!(seen.get(&key), Some(&want));
+            }
+        }
+    }
+
+    /// Any set of counters, any periods: the pushed counter reads like the
+    /// sum of the nodes' counters at every instant, down to a final 0.
+    #[test]
+    fn rate_sums_read_like_the_nodes(
+        parts in proptest::collection::vec((0u64..20_000, 0u32..40_000, 0u32..3_000, 0u32..3_000), 1..5),
+        period in 1_000u32..30_000,
+        idle in any::<bool>(),
+    ) {
+        let mut sources: Vec<(u64, FreqCtr)> = parts
+            .into_iter()
+            .map(|(at, elapsed, curr, prev)| (at, FreqCtr { elapsed, curr, prev }))
+            .collect();
+        sources.sort_by_key(|s| s.0);
+        if idle {
+            // A never-touched counter: meaningless elapsed, no events.
+            sources[0].1 = FreqCtr { elapsed: 4_294_948_018, curr: 0, prev: 0 };
+        }
+        walk_rate(&sources, period);
+    }
+
+    /// Random calls with random ids, shapes and values never panic, and
+    /// the engine's deadlines always move forward.
+    #[test]
+    fn no_panic_on_any_input(calls in proptest::collection::vec(
+        (0u8..9, 0usize..4, 0u64..4, any::<u32>(), any::<u32>(), 0u8..6, any::<bool>()), 1..150)) {
+        let mut e = Engine::new(cfg_any());
+        let mut now = 0u64;
+        let shapes = [
+            def(0, "/t", KeyType::Ipv4, 4, 500, &[("gpc0", 1, 0), ("conn_rate", 1, 1_000)]),
+            def(0, "/t", KeyType::Ipv4, 4, 0, &[("server_id", 1, 0), ("server_key", 1, 0)]),
+            def(0, "/t.agg", KeyType::String, 9, 0, &[]),
+            def(0, "/u", KeyType::Binary, 3, 100, &[("gpt", 2, 0), ("gpc_rate", 2, 7)]),
+        ];
+        for (what, peer, rid, a, b, kind, timed) in calls {
+            now += (a % 700) as u64;
+            match what {
+                0 => e.peer_connected(peer, "p", PeerRole::Node, now),
+                1 => e.peer_disconnected(peer, now),
+                2 => { e.table_defined(peer, rid, &shapes[(a % 4) as usize], now); }
+                3 => e.resync_finished(peer, now),
+                4 => e.resend_all(peer),
+                5 => e.tick(now),
+                6 => { e.poll_updates(peer, (b % 5) as usize, now); }
+                _ => {
+                    let v = match kind {
+                        0 => Value::U32(b),
+                        1 => f(a, b % 100, b % 7),
+                        2 => Value::ServerId(b as i32),
+                        3 => Value::Dict(Some(Bytes::from(format!("s{}", b % 3)))),
+                        4 => Value::DictUnknown,
+                        _ => Value::U64(b as u64),
+                    };
+                    let n = (a % 5) as usize;
+                    let mut u = upd(&b.to_be_bytes()[..(b % 5) as usize], vec![v; n]);
+                    if timed { u.expire = Some(a % 1_000); }
+                    e.update(peer, rid, &u, now);
+                }
+            }
+            if let Some(d) = e.next_deadline() {
+                e.tick(now);
+                if let Some(d2) = e.next_deadline() {
+                    prop_assert!(d2 > now && d2 >= d.min(now + 1));
+                }
+            }
+        }
+        e.tick(u64::MAX - 1);
+        let _ = e.tables();
+        let _ = e.keys("/t", now, true, 100);
+    }
+}

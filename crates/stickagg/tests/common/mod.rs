@@ -1,0 +1,226 @@
+//! Shared harness of stickagg's end-to-end tests: a stickagg process guard
+//! and builders for the HAProxy nodes' configuration (the seed's
+//! `lb-basic.cfg` structure with loopback addresses).
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use testkit::{stats_cmd, wait_for, Haproxy, HaproxyOpts, Net, TempDir, Version};
+
+/// Peers port of every node and of the aggregator (each has its own IP).
+pub const PEERS_PORT: u16 = 10000;
+/// HTTP port of every node.
+pub const HTTP_PORT: u16 = 8080;
+
+/// A running stickagg, killed on drop.
+pub struct Stickagg {
+    dir: TempDir,
+    cfg: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Stickagg {
+    /// Starts stickagg with `config`; `{sock}` is replaced by the stats
+    /// socket path in a fresh directory. Returns once the socket answers.
+    pub fn start(config: &str) -> Stickagg {
+        let dir = testkit::temp_dir();
+        let cfg = dir.path().join("stickagg.cfg");
+        let sock = dir.path().join("stickagg.sock");
+        fs::write(&cfg, config.replace("{sock}", sock.to_str().unwrap())).unwrap();
+        let log = dir.path().join("stickagg.log");
+        let mut s = Stickagg {
+            dir,
+            cfg,
+            log,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_stickagg"))
+            .arg("-d")
+            .arg("-f")
+            .arg(&self.cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start stickagg");
+        self.child = Some(child);
+        let sock = self.sock();
+        wait_for(Duration::from_secs(10), "stickagg's stats socket", || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("stickagg exited with {st}:\n{}", self.log());
+                }
+            }
+            stats_cmd(&sock, "help").ok()
+        });
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.dir.path().join("stickagg.sock")
+    }
+
+    pub fn cmd(&self, cmd: &str) -> String {
+        stats_cmd(&self.sock(), cmd)
+            .unwrap_or_else(|e| panic!("stickagg `{cmd}`: {e}\n{}", self.log()))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_file(self.sock());
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Stickagg {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- stickagg log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        self.kill();
+    }
+}
+
+/// One HAProxy node of a test cluster.
+pub struct Node {
+    pub name: String,
+    pub http: SocketAddr,
+    pub peers: SocketAddr,
+    pub haproxy: Haproxy,
+}
+
+/// How a node declares its tables and rules; `{agg}` is the aggregator's
+/// peer line is added by [`node_config`].
+pub struct NodeSpec<'a> {
+    /// `table …` lines of the peers section (input and output tables).
+    pub tables: &'a str,
+    /// `http-request …` lines of the frontend.
+    pub rules: &'a str,
+    /// Name the node calls the aggregator by.
+    pub agg_name: &'a str,
+}
+
+/// The seed's `lb-basic.cfg`, on loopback: a peers section with the node
+/// itself and the aggregator, and a frontend answering 200 by itself.
+pub fn node_config(net: Net, host: u8, name: &str, agg: SocketAddr, spec: &NodeSpec) -> String {
+    let peers = net.addr(host, PEERS_PORT);
+    let http = net.addr(host, HTTP_PORT);
+    format!(
+        "global
+    stats socket {{sock}} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+peers mypeers
+    bind {peers}
+    server {name}
+    server {agg_name} {agg}
+{tables}
+
+frontend fe_main
+    bind {http}
+{rules}
+    http-request return status 200
+",
+        agg_name = spec.agg_name,
+        tables = indent(spec.tables),
+        rules = indent(spec.rules),
+    )
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {}\n", l.trim())).collect()
+}
+
+/// Starts node `enterprise<i>` on host `10 + i` of `net`.
+pub fn start_node(version: Version, net: Net, i: u8, agg: SocketAddr, spec: &NodeSpec) -> Node {
+    let name = format!("enterprise{i}");
+    let host = 10 + i;
+    let cfg = node_config(net, host, &name, agg, spec);
+    let haproxy = Haproxy::start(version, &HaproxyOpts::new(name.clone(), cfg));
+    Node {
+        name,
+        http: net.addr(host, HTTP_PORT),
+        peers: net.addr(host, PEERS_PORT),
+        haproxy,
+    }
+}
+
+/// The aggregator of a test cluster: static peers (one `peer` line per node).
+pub fn static_agg_config(
+    section: &str,
+    from_to: &str,
+    agg: SocketAddr,
+    nodes: &[(String, SocketAddr)],
+) -> String {
+    let mut s = format!(
+        "global\n    stats socket {{sock}}\n\naggregations {section}\n    {from_to}\n    peer gpe {agg} local\n"
+    );
+    for (name, addr) in nodes {
+        s.push_str(&format!("    peer {name} {addr}\n"));
+    }
+    s
+}
+
+/// Reads a numeric value of `key` in `table` on `node`, or `None` if absent.
+pub fn value(node: &Node, table: &str, key: &str, data: &str) -> Option<u64> {
+    node.haproxy
+        .table_entry(table, key)
+        .and_then(|e| e.get_u64(data))
+}
+
+/// Waits until `data` of `key` in `table` equals `want` on every node.
+pub fn wait_value(nodes: &[&Node], table: &str, key: &str, data: &str, want: u64) {
+    for n in nodes {
+        wait_for(
+            Duration::from_secs(10),
+            &format!("{table} {key} {data}={want} on {}", n.name),
+            || match value(n, table, key, data) {
+                Some(v) if v == want => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+}
+
+/// The versions every end-to-end test runs against.
+pub fn versions() -> Vec<Version> {
+    vec![Version::V26, Version::V30]
+}

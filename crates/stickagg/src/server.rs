@@ -69,10 +69,15 @@ pub struct PeerStats {
     pub sync_fin: u64,
     pub sync_cfm: u64,
     pub protocol_errors: u64,
+    pub collisions: u64,
+    pub silence_closes: u64,
+    pub hello_refusals: u64,
     pub refused_tables: u64,
     pub last_refusal: Option<String>,
     pub heartbeats_in: u64,
     pub heartbeats_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
     pub updates_in: u64,
     pub updates_out: u64,
     pub bytes_in: u64,
@@ -97,13 +102,73 @@ pub struct Peer {
     pub learned: bool,
     /// It CONFIRMed our FINISHED (we taught it) on the live session.
     pub taught: bool,
+    /// Removed by a reload. Kept as a tombstone because its index is its
+    /// engine `PeerId`; a reload that lists it again revives it.
+    pub removed: bool,
     pub stats: PeerStats,
+}
+
+impl Peer {
+    pub fn new(
+        name: String,
+        role: config::Role,
+        addr: Option<SocketAddr>,
+        group: Option<u32>,
+        dynamic: bool,
+    ) -> Peer {
+        Peer {
+            name,
+            role,
+            addr,
+            group,
+            dynamic,
+            conn: None,
+            connecting: false,
+            next_connect: 0,
+            failures: 0,
+            learned: false,
+            taught: false,
+            removed: false,
+            stats: PeerStats::default(),
+        }
+    }
 }
 
 pub struct SectionState {
     pub cfg: config::Section,
     pub engine: Engine,
     pub peers: Vec<Peer>,
+    /// Removed by a reload; kept so that section indices stay valid.
+    pub removed: bool,
+    /// Updates received per second, sampled every second.
+    pub updates_per_sec: f64,
+    sample: (u64, u64),
+}
+
+impl SectionState {
+    pub fn new(cfg: &config::Section) -> SectionState {
+        let peers = cfg
+            .remote_peers()
+            .map(|p| Peer::new(p.name.clone(), p.role, p.addr, p.group, false))
+            .collect();
+        SectionState {
+            cfg: cfg.clone(),
+            engine: Engine::new(engine_config(cfg)),
+            peers,
+            removed: false,
+            updates_per_sec: 0.0,
+            sample: (0, 0),
+        }
+    }
+
+    fn sample_rate(&mut self, now: u64) {
+        let (t, n) = self.sample;
+        if now >= t + 1000 {
+            let cur = self.engine.counters().updates;
+            self.updates_per_sec = (cur - n) as f64 * 1000.0 / (now - t).max(1) as f64;
+            self.sample = (now, cur);
+        }
+    }
 }
 
 pub struct Conn {
@@ -125,15 +190,24 @@ pub struct Hub {
     pub sections: Vec<SectionState>,
     /// Listen address of each listener, by index.
     pub listeners: Vec<SocketAddr>,
+    /// Accept tasks by listener index; `None` once a reload stopped one.
+    pub listener_tasks: Vec<Option<tokio::task::JoinHandle<()>>>,
+    pub reloads: u64,
     pub conns: HashMap<ConnId, Conn>,
     next_conn: ConnId,
-    events_tx: mpsc::Sender<NetEvent>,
+    pub(crate) events_tx: mpsc::Sender<NetEvent>,
     events_rx: mpsc::Receiver<NetEvent>,
     stats_rx: mpsc::Receiver<StatsRequest>,
+    metrics_rx: mpsc::Receiver<crate::metrics::MetricsRequest>,
+    /// Delay from receiving a change to handing the new aggregate to the
+    /// peers' writers (observed once per hub iteration that saw updates).
+    pub push_delay: prometheus_client::metrics::histogram::Histogram,
+    /// When the first update not yet pushed was received.
+    change_since: Option<std::time::Instant>,
     pid: u32,
 }
 
-fn engine_config(s: &config::Section) -> EngineConfig {
+pub(crate) fn engine_config(s: &config::Section) -> EngineConfig {
     EngineConfig {
         from: match &s.from {
             FromSpec::Any => None,
@@ -158,6 +232,7 @@ impl Hub {
     pub async fn start(config: Config) -> Result<Hub, String> {
         let (events_tx, events_rx) = mpsc::channel(4096);
         let (stats_tx, stats_rx) = mpsc::channel(64);
+        let (metrics_tx, metrics_rx) = mpsc::channel(16);
         let mut listeners: Vec<SocketAddr> = Vec::new();
         let mut sections = Vec::new();
         for s in &config.sections {
@@ -166,51 +241,42 @@ impl Hub {
                     listeners.push(addr);
                 }
             }
-            let peers = s
-                .remote_peers()
-                .map(|p| Peer {
-                    name: p.name.clone(),
-                    role: p.role,
-                    addr: p.addr,
-                    group: p.group,
-                    dynamic: false,
-                    conn: None,
-                    connecting: false,
-                    next_connect: 0,
-                    failures: 0,
-                    learned: false,
-                    taught: false,
-                    stats: PeerStats::default(),
-                })
-                .collect();
-            sections.push(SectionState {
-                cfg: s.clone(),
-                engine: Engine::new(engine_config(s)),
-                peers,
-            });
+            sections.push(SectionState::new(s));
         }
+        let mut listener_tasks = Vec::new();
         for (i, addr) in listeners.iter().enumerate() {
             let sock = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             info!("listening for peers on {addr}");
-            net::spawn_listener(i, sock, events_tx.clone());
+            listener_tasks.push(Some(net::spawn_listener(i, sock, events_tx.clone())));
         }
         if let Some(sock) = &config.global.stats_socket {
             stats::spawn(sock, stats_tx)
                 .await
                 .map_err(|e| format!("stats socket: {e}"))?;
         }
+        if let Some(addr) = config.global.metrics {
+            crate::metrics::spawn(addr, metrics_tx)
+                .await
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            info!("metrics on http://{addr}/metrics");
+        }
         Ok(Hub {
             start: Instant::now(),
             config,
             sections,
             listeners,
+            listener_tasks,
+            reloads: 0,
             conns: HashMap::new(),
             next_conn: 1,
             events_tx,
             events_rx,
             stats_rx,
+            metrics_rx,
+            push_delay: crate::metrics::push_delay_histogram(),
+            change_since: None,
             pid: std::process::id(),
         })
     }
@@ -229,6 +295,13 @@ impl Hub {
                     return ExitCode::FAILURE;
                 }
             };
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot install SIGHUP handler: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         info!("stickagg {} started", env!("CARGO_PKG_VERSION"));
         let now = self.now();
         self.on_timers(now);
@@ -253,11 +326,21 @@ impl Hub {
                 }
                 _ = sleep => {}
                 _ = tokio::signal::ctrl_c() => break,
+                Some(req) = self.metrics_rx.recv() => {
+                    let _ = req.reply.send(self.metrics_text());
+                }
                 _ = term.recv() => break,
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading {}", self.config.path.display());
+                    self.reload();
+                }
             }
             let now = self.now();
             self.on_timers(now);
             self.pump_all(now);
+            if let Some(t) = self.change_since.take() {
+                self.push_delay.observe(t.elapsed().as_secs_f64());
+            }
         }
         info!("stopping: closing {} sessions", self.conns.len());
         for (_, c) in self.conns.drain() {
@@ -292,6 +375,7 @@ impl Hub {
     fn on_timers(&mut self, now: u64) {
         for s in &mut self.sections {
             s.engine.tick(now);
+            s.sample_rate(now);
         }
         let due: Vec<ConnId> = self
             .conns
@@ -310,10 +394,15 @@ impl Hub {
 
     /// Starts connection attempts to every peer with an address that has no
     /// session, so that start order never matters.
-    fn connect_out(&mut self, now: u64) {
+    pub(crate) fn connect_out(&mut self, now: u64) {
         let source = self.config.global.source;
-        for (si, s) in self.sections.iter_mut().enumerate() {
-            for (pi, p) in s.peers.iter_mut().enumerate() {
+        for (si, s) in self
+            .sections
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| !s.removed)
+        {
+            for (pi, p) in s.peers.iter_mut().enumerate().filter(|(_, p)| !p.removed) {
                 let Some(addr) = p.addr else { continue };
                 if p.conn.is_some() || p.connecting || now < p.next_connect {
                     continue;
@@ -478,6 +567,8 @@ impl Hub {
         st.updates_out += cur.updates_out - old.updates_out;
         st.heartbeats_in += cur.heartbeats_in - old.heartbeats_in;
         st.heartbeats_out += cur.heartbeats_out - old.heartbeats_out;
+        st.messages_in += cur.messages_in - old.messages_in;
+        st.messages_out += cur.messages_out - old.messages_out;
     }
 
     fn on_session_event(&mut self, id: ConnId, ev: Event, now: u64) {
@@ -536,6 +627,8 @@ impl Hub {
             } => {
                 if let Some((s, p)) = peer {
                     self.sections[s].engine.update(p, remote_id, &update, now);
+                    self.change_since
+                        .get_or_insert_with(std::time::Instant::now);
                 }
             }
             Event::ResyncRequest => {
@@ -581,7 +674,7 @@ impl Hub {
         let listen = c.incoming.map(|l| self.listeners[l]);
         let global = &self.config.global;
         let section = self.sections.iter().position(|s| {
-            s.cfg.local_name() == hello.callee && s.cfg.listen_addr(global) == listen
+            !s.removed && s.cfg.local_name() == hello.callee && s.cfg.listen_addr(global) == listen
         });
         let Some(si) = section else {
             warn!(
@@ -592,7 +685,14 @@ impl Hub {
             return;
         };
         let s = &mut self.sections[si];
-        let known = s.peers.iter().position(|p| p.name == hello.caller);
+        // A peer removed by a reload is unknown again, unless it was dynamic.
+        let known = s
+            .peers
+            .iter()
+            .position(|p| p.name == hello.caller && (!p.removed || p.dynamic));
+        if let Some(pi) = known {
+            s.peers[pi].removed = false;
+        }
         let pi = match known {
             Some(pi) => pi,
             None if hello.caller != s.cfg.local_name() && s.cfg.accepts_dynamic(remote.ip()) => {
@@ -600,20 +700,13 @@ impl Hub {
                     "dynamic peer '{}' joined section '{}' from {remote}",
                     hello.caller, s.cfg.name
                 );
-                s.peers.push(Peer {
-                    name: hello.caller.clone(),
-                    role: config::Role::Node,
-                    addr: None,
-                    group: None,
-                    dynamic: true,
-                    conn: None,
-                    connecting: false,
-                    next_connect: 0,
-                    failures: 0,
-                    learned: false,
-                    taught: false,
-                    stats: PeerStats::default(),
-                });
+                s.peers.push(Peer::new(
+                    hello.caller.clone(),
+                    config::Role::Node,
+                    None,
+                    None,
+                    true,
+                ));
                 s.peers.len() - 1
             }
             None => {
@@ -628,6 +721,7 @@ impl Hub {
         // Collision: the newest session wins, as in HAProxy.
         if let Some(old) = self.sections[si].peers[pi].conn.take() {
             if old != id {
+                self.sections[si].peers[pi].stats.collisions += 1;
                 info!(
                     "peer '{}' reconnected: replacing its previous session",
                     hello.caller
@@ -704,13 +798,20 @@ impl Hub {
                     Status::label(*code)
                 );
                 if let Some((s, p)) = self.conns[&id].peer {
-                    self.sections[s].peers[p].stats.last_status = Some(*code);
+                    let st = &mut self.sections[s].peers[p].stats;
+                    st.last_status = Some(*code);
+                    st.hello_refusals += 1;
                 }
             }
             CloseReason::SentStatus(code) => {
                 info!("hello from {remote} refused with status {code}")
             }
-            CloseReason::Silence => warn!("{label} ({remote}) silent for 5 s: session closed"),
+            CloseReason::Silence => {
+                warn!("{label} ({remote}) silent for 5 s: session closed");
+                if let Some((s, p)) = self.conns[&id].peer {
+                    self.sections[s].peers[p].stats.silence_closes += 1;
+                }
+            }
             CloseReason::HelloTimeout => info!("{remote}: handshake not completed in time: closed"),
             CloseReason::LineTooLong => warn!("{remote}: hello line too long: closed"),
             CloseReason::Local => {}
@@ -721,7 +822,7 @@ impl Hub {
 
     /// Closes a connection we replace (collision) without touching the peer's
     /// new session.
-    fn drop_conn(&mut self, id: ConnId, now: u64) {
+    pub(crate) fn drop_conn(&mut self, id: ConnId, now: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.peer = None;
             c.session.close_local();
@@ -729,7 +830,7 @@ impl Hub {
         self.remove_conn(id, now);
     }
 
-    fn remove_conn(&mut self, id: ConnId, now: u64) {
+    pub(crate) fn remove_conn(&mut self, id: ConnId, now: u64) {
         self.fold_stats(id);
         let Some(mut c) = self.conns.remove(&id) else {
             return;

@@ -98,6 +98,39 @@ impl Stickagg {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Replaces the configuration file (for reload tests).
+    pub fn write_config(&self, config: &str) {
+        fs::write(
+            &self.cfg,
+            config.replace("{sock}", self.sock().to_str().unwrap()),
+        )
+        .unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, …) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let st = wait_for(timeout, "stickagg to exit", || {
+            child.try_wait().ok().flatten()
+        });
+        self.child = None;
+        st
+    }
 }
 
 impl Drop for Stickagg {

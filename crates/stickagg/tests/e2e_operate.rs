@@ -1,0 +1,323 @@
+//! Operating stickagg: every stats-socket command, Prometheus metrics,
+//! reloads and shutdown, checked against a running stickagg with real
+//! HAProxy nodes (nets 120–139).
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+use testkit::{http_get, parse_show_table, require_haproxy, wait_for, Net, Version};
+
+const TABLES: &str = "
+table request_rates type ip size 100k expire 30s store http_req_cnt,http_req_rate(2s)
+table request_rates.agg type ip size 100k expire 30s store http_req_cnt,http_req_rate(2s)";
+const TRACK: &str = "http-request track-sc0 src table mypeers/request_rates";
+
+fn spec() -> NodeSpec<'static> {
+    NodeSpec {
+        tables: TABLES,
+        rules: TRACK,
+        agg_name: "gpe",
+    }
+}
+
+fn agg_config(net: Net, peers: &[u8], extra_global: &str) -> String {
+    let names: Vec<(String, SocketAddr)> = peers
+        .iter()
+        .map(|&i| (format!("enterprise{i}"), net.addr(10 + i, PEERS_PORT)))
+        .collect();
+    static_agg_config("data", "from any to .agg", net.addr(2, PEERS_PORT), &names)
+        .replace("global\n", &format!("global\n{extra_global}"))
+}
+
+fn http(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample line `name{labels} value` of a Prometheus text.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn commands_and_metrics_haproxy_3_0() {
+    if require_haproxy(Version::V30).is_some() {
+        commands_and_metrics(Version::V30, Net::new(120));
+    }
+}
+
+#[test]
+fn commands_and_metrics_haproxy_2_6() {
+    if require_haproxy(Version::V26).is_some() {
+        commands_and_metrics(Version::V26, Net::new(121));
+    }
+}
+
+fn commands_and_metrics(version: Version, net: Net) {
+    let metrics = net.addr(3, 9100);
+    let sa = Stickagg::start(&agg_config(
+        net,
+        &[1, 2],
+        &format!("    metrics {metrics}\n"),
+    ));
+    let agg = net.addr(2, PEERS_PORT);
+    let nodes: Vec<Node> = (1..=2)
+        .map(|i| start_node(version, net, i, agg, &spec()))
+        .collect();
+    let c = net.ip(50);
+    let key = c.to_string();
+    for _ in 0..2 {
+        http_get(nodes[0].http, c, "/").unwrap();
+    }
+    for _ in 0..3 {
+        http_get(nodes[1].http, c, "/").unwrap();
+    }
+    wait_value(
+        &[&nodes[0], &nodes[1]],
+        "mypeers/request_rates.agg",
+        &key,
+        "http_req_cnt",
+        5,
+    );
+
+    // The socket is private by default.
+    let mode = std::fs::metadata(sa.sock()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let help = sa.cmd("help");
+    for cmd in [
+        "show aggrs",
+        "show peers",
+        "show tables",
+        "show table",
+        "show info",
+        "reload",
+    ] {
+        assert!(help.contains(cmd), "help lacks {cmd}:\n{help}");
+    }
+
+    let peers = sa.cmd("show peers");
+    for n in &nodes {
+        let line = peers
+            .lines()
+            .find(|l| l.contains(&format!("peer={} ", n.name)))
+            .unwrap_or_else(|| panic!("{peers}"));
+        assert!(
+            line.contains("role=node")
+                && line.contains("state=ESTA")
+                && line.contains("last_status=ESTA"),
+            "{line}"
+        );
+    }
+    assert!(
+        peers.contains("updates_in=") && !peers.contains("updates_in=0 "),
+        "{peers}"
+    );
+
+    let tables = sa.cmd("show tables");
+    assert!(
+        tables.contains("/request_rates -> /request_rates.agg type=ip len=4 store=http_req_cnt,http_req_rate(2000) expire=30000 entries=1"),
+        "{tables}"
+    );
+    assert!(
+        tables.contains("enterprise1:1") && tables.contains("enterprise2:1"),
+        "{tables}"
+    );
+
+    // show table: HAProxy's own line format, same values as the nodes'.
+    let out = sa.cmd("show table request_rates.agg");
+    assert!(out.starts_with("# table: /request_rates.agg"), "{out}");
+    let entries = parse_show_table(&out);
+    assert_eq!(entries.len(), 1, "{out}");
+    assert_eq!(entries[0].key, key);
+    assert_eq!(entries[0].get_u64("http_req_cnt"), Some(5));
+    assert_eq!(entries[0].period_ms("http_req_rate"), Some(2000));
+    let detail = sa.cmd(&format!("show table /request_rates.agg key {key} detail"));
+    assert!(
+        detail.contains("from=enterprise1") && detail.contains("from=enterprise2"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(" http_req_cnt=2") && detail.contains(" http_req_cnt=3"),
+        "{detail}"
+    );
+    assert!(
+        sa.cmd("show table request_rates.agg key 10.9.9.9")
+            .lines()
+            .count()
+            == 1
+    );
+    assert!(sa.cmd("show table nosuch").contains("No such table"));
+
+    let info = sa.cmd("show info");
+    for want in [
+        "Name: stickagg",
+        "Peers_up: 2",
+        "Tables: 1",
+        "Entries: 1",
+        "Pid: ",
+    ] {
+        assert!(info.contains(want), "{want}:\n{info}");
+    }
+    // Several commands in one line.
+    let both = sa.cmd("show info; show aggrs");
+    assert!(
+        both.contains("Peers_up: 2") && both.contains("aggregations data"),
+        "{both}"
+    );
+    assert!(sa.cmd("bogus").contains("Unknown command"));
+
+    // Interactive mode: a prompt after each answer, until quit.
+    let mut s = UnixStream::connect(sa.sock()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"prompt\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut buf = [0u8; 2];
+    r.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"> ");
+    s.write_all(b"show info\n").unwrap();
+    let mut answer = String::new();
+    while !answer.ends_with("> ") {
+        let mut line = Vec::new();
+        let _ = r.read_until(b' ', &mut line).unwrap();
+        answer.push_str(&String::from_utf8_lossy(&line));
+    }
+    assert!(answer.contains("Peers_up: 2"), "{answer}");
+    s.write_all(b"quit\n").unwrap();
+
+    // Metrics.
+    let (st, text) = http(metrics, "/metrics");
+    assert_eq!(st, 200);
+    assert_eq!(
+        sample(
+            &text,
+            "stickagg_peers{section=\"data\",state=\"established\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "stickagg_table_entries{section=\"data\",table=\"/request_rates.agg\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let got = sample(
+        &text,
+        "stickagg_updates_received_total{section=\"data\",peer=\"enterprise2\"}",
+    )
+    .unwrap();
+    assert!(got >= 3.0, "{text}");
+    assert!(
+        sample(
+            &text,
+            "stickagg_updates_sent_total{section=\"data\",peer=\"enterprise1\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        sample(&text, "stickagg_push_delay_seconds_count").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert!(text.contains(
+        "stickagg_protocol_errors_total{section=\"data\",peer=\"enterprise1\",kind=\"decode\"} 0"
+    ));
+    assert!(!text.contains(&key), "no per-key labels");
+    assert_eq!(http(metrics, "/health"), (200, "OK\n".to_string()));
+    assert_eq!(http(metrics, "/nope").0, 404);
+}
+
+#[test]
+fn reload_scenarios() {
+    if require_haproxy(Version::V30).is_none() {
+        return;
+    }
+    let net = Net::new(122);
+    let agg = net.addr(2, PEERS_PORT);
+    // Only enterprise1 is listed: enterprise2 is refused (504) at first.
+    let mut sa = Stickagg::start(&agg_config(net, &[1], ""));
+    let n1 = start_node(Version::V30, net, 1, agg, &spec());
+    let n2 = start_node(Version::V30, net, 2, agg, &spec());
+    let c = net.ip(51);
+    let key = c.to_string();
+    http_get(n1.http, c, "/").unwrap();
+    http_get(n2.http, c, "/").unwrap();
+    wait_value(&[&n1], "mypeers/request_rates.agg", &key, "http_req_cnt", 1);
+
+    // Add a peer (SIGHUP): stickagg connects to it; node 1's value is kept.
+    sa.write_config(&agg_config(net, &[1, 2], ""));
+    sa.signal("HUP");
+    wait_value(
+        &[&n1, &n2],
+        "mypeers/request_rates.agg",
+        &key,
+        "http_req_cnt",
+        2,
+    );
+    assert!(
+        sa.log().contains("peer 'enterprise2' added to 'data'"),
+        "{}",
+        sa.log()
+    );
+
+    // A broken file is reported and the running configuration kept.
+    sa.write_config("aggregations data\n    form any to .agg\n");
+    let out = sa.cmd("reload");
+    assert!(
+        out.contains("Reload failed") && out.contains("stickagg.cfg:2"),
+        "{out}"
+    );
+    assert_eq!(sa.cmd("show aggrs").matches("state: 0x7").count(), 2);
+    http_get(n2.http, c, "/").unwrap();
+    wait_value(
+        &[&n1, &n2],
+        "mypeers/request_rates.agg",
+        &key,
+        "http_req_cnt",
+        3,
+    );
+
+    // Remove a peer (reload command): its session is closed, it is no
+    // longer listed, and the remaining node keeps being aggregated.
+    sa.write_config(&agg_config(net, &[1], ""));
+    let out = sa.cmd("reload");
+    assert!(out.contains("peer 'enterprise2' removed"), "{out}");
+    let aggrs = sa.cmd("show aggrs");
+    assert!(!aggrs.contains("enterprise2"), "{aggrs}");
+    http_get(n1.http, c, "/").unwrap();
+    wait_value(&[&n1], "mypeers/request_rates.agg", &key, "http_req_cnt", 4);
+    assert!(sa.cmd("show info").contains("Reloads: 2"));
+
+    // Shutdown: SIGTERM closes the sessions and exits 0.
+    sa.signal("TERM");
+    let st = sa.wait_exit(Duration::from_secs(3));
+    assert!(st.success(), "{st:?}");
+    wait_for(
+        Duration::from_secs(5),
+        "node 1 sees the session closed",
+        || {
+            let out = n1.haproxy.cmd("show peers");
+            (!out.contains("last_status=ESTA") || out.contains("(remote,inactive)"))
+                .then_some(())
+                .ok_or(out)
+        },
+    );
+}

@@ -163,3 +163,10 @@ fn help_documents_every_flag() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
+
+#[test]
+fn the_example_etc_configuration_is_valid() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/etc/stickagg/stickagg.cfg");
+    let out = stickagg(&["--check", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

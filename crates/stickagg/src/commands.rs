@@ -81,8 +81,16 @@ impl Hub {
             0xffff_ffff
         };
         let sync_state = (p.learned as u32) | ((p.taught as u32) << 1);
+        // After the vendor's fields: the peer's level (up/down/node) and
+        // its `group` (`-`: none).
+        let role = match p.role {
+            crate::config::Role::Up => "up",
+            crate::config::Role::Down => "down",
+            _ => "node",
+        };
+        let group = p.group.map_or_else(|| "-".to_string(), |g| g.to_string());
         format!(
-            "peer '{}'({idx}) sync_ok: {} accept: {}(last: {}) connect: {}(last: {}) state: 0x{state:x} sync_state: 0x{sync_state:x}\nsync_req_cnt: {} sync_fin_cnt: {} sync_cfm_cnt: {}\n",
+            "peer '{}'({idx}) sync_ok: {} accept: {}(last: {}) connect: {}(last: {}) state: 0x{state:x} sync_state: 0x{sync_state:x} role: {role} group: {group}\nsync_req_cnt: {} sync_fin_cnt: {} sync_cfm_cnt: {}\n",
             p.name,
             p.learned as u8,
             p.stats.accepts,

@@ -162,9 +162,12 @@ impl Hub {
                 Some(pi) => {
                     let p = &mut self.sections[si].peers[pi];
                     let moved = p.addr != conf.addr;
+                    // The engine learns a peer's role and group when its
+                    // session starts: a change needs a new session.
+                    let reshaped = p.role != conf.role || p.group != conf.group;
                     if p.removed {
                         changes.push(format!("peer '{}' added back to '{sec_name}'", conf.name));
-                    } else if moved || p.role != conf.role || p.group != conf.group {
+                    } else if moved || reshaped {
                         changes.push(format!("peer '{}' of '{sec_name}' updated", conf.name));
                     }
                     p.removed = false;
@@ -172,8 +175,8 @@ impl Hub {
                     p.addr = conf.addr;
                     p.role = conf.role;
                     p.group = conf.group;
-                    if moved {
-                        // Reconnect to the new address.
+                    if moved || reshaped {
+                        // Reconnect (to the new address, or with the new role).
                         if let Some(c) = p.conn {
                             self.close_conn(c, now);
                         }

@@ -215,6 +215,8 @@ pub(crate) fn engine_config(s: &config::Section) -> EngineConfig {
         },
         to: s.to.clone(),
         forward: s.forward.clone(),
+        no_ascend: s.no_ascend,
+        no_feedback: s.no_feedback,
     }
 }
 
@@ -593,10 +595,30 @@ impl Hub {
                         self.declare_outputs(s);
                     }
                     TableVerdict::Output => self.declare_outputs(s),
+                    TableVerdict::Forwarded => {
+                        debug!(
+                            "table {} from up peer {} relayed to the peers that declare it",
+                            def.name, self.sections[s].peers[p].name
+                        );
+                        self.declare_outputs(s);
+                    }
                     TableVerdict::Ignored => debug!(
                         "table {} from {} is not aggregated",
                         def.name, self.sections[s].peers[p].name
                     ),
+                    // Returned once per peer and table: logged once.
+                    TableVerdict::Unexpected { reason } => {
+                        let peer = &self.sections[s].peers[p];
+                        let role = match peer.role {
+                            config::Role::Up => "up peer",
+                            config::Role::Down => "down peer",
+                            _ => "peer",
+                        };
+                        warn!(
+                            "table {} from {role} '{}' ignored: {reason}",
+                            def.name, peer.name
+                        );
+                    }
                     TableVerdict::Refused { reason } => {
                         // HAProxy re-sends the DEFINE before every batch:
                         // log and count each distinct refusal once.
@@ -648,7 +670,15 @@ impl Hub {
                 let pe = &mut self.sections[s].peers[p];
                 pe.stats.sync_fin += 1;
                 pe.learned = true;
-                self.sections[s].engine.resync_finished(p, now);
+                // Another level answers PARTIAL while its own sources have
+                // not all taught it yet (see `pump`): what it sent before
+                // is then kept (refreshed or expiring) rather than dropped,
+                // so that its restart does not dip the totals. A load
+                // balancer's table is its own truth either way.
+                let level = matches!(pe.role, config::Role::Up | config::Role::Down);
+                if !(level && ev == Event::ResyncPartial) {
+                    self.sections[s].engine.resync_finished(p, now);
+                }
             }
             Event::ResyncConfirm => {
                 if let Some((s, p)) = peer {
@@ -759,6 +789,7 @@ impl Hub {
         );
         sec.engine
             .peer_connected(p, &peer.name, engine_role(peer.role), now);
+        sec.engine.set_group(p, peer.group);
         self.declare_outputs(s);
         // Learn the peer's tables and definitions (HAProxy only announces a
         // table it has not touched during such a teach).
@@ -872,6 +903,16 @@ impl Hub {
         }
         let sec = &mut self.sections[s];
         let (engine, peer) = (&mut sec.engine, &sec.peers[p]);
+        // Definitions announced to other levels (DEFINE without entries;
+        // see the engine's "How definitions reach the other levels"):
+        // before the entries and the FINISHED of a resync answer.
+        for def in engine.take_announcements(p) {
+            let table = def.id;
+            c.session.declare_table(def);
+            if let Err(e) = c.session.send_define(table, now) {
+                debug!("definition not sent to peer {}: {e}", peer.name);
+            }
+        }
         while c.handle.inflight() + c.session.pending_tx() < MAX_INFLIGHT && engine.has_pending(p) {
             for u in engine.poll_updates(p, PUMP_BATCH, now) {
                 if let Err(e) = c
@@ -889,7 +930,19 @@ impl Hub {
         }
         if c.teaching && !engine.has_pending(p) {
             c.teaching = false;
-            c.session.send_resync_end(false, now);
+            // To another level: PARTIAL until every source with a session
+            // (load balancers, lower levels) has taught us, so that it keeps
+            // what we sent before a restart instead of dropping it while we
+            // relearn (see ResyncPartial in `on_session_event`).
+            let level = matches!(peer.role, config::Role::Up | config::Role::Down);
+            let partial = level
+                && sec.peers.iter().any(|q| {
+                    matches!(q.role, config::Role::Node | config::Role::Down)
+                        && !q.removed
+                        && !q.learned
+                        && (q.conn.is_some() || q.connecting)
+                });
+            c.session.send_resync_end(partial, now);
         }
         self.flush(id);
     }

@@ -147,6 +147,16 @@ pub enum FromSpec {
     Suffix(String),
 }
 
+impl FromSpec {
+    /// The input suffix, if any.
+    pub fn suffix(&self) -> Option<&str> {
+        match self {
+            FromSpec::Any => None,
+            FromSpec::Suffix(s) => Some(s),
+        }
+    }
+}
+
 /// One `peer <name> [<addr>:<port>] [local|up|down] [group <n>] [ssl …]` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConf {

@@ -1008,6 +1008,7 @@ impl Parser<'_> {
         };
         // A broken `from` line has been reported already.
         let (from, to, no_ascend, no_feedback) = d.from?;
+        let errors_before = self.errors.len();
         for (f, line) in &d.forward {
             if *f == to {
                 ok = false;
@@ -1027,7 +1028,26 @@ impl Parser<'_> {
                          suffix other than the section's input",
                     ),
                 );
+            } else if let Some(other) = [Some(to.as_str()), from.suffix()]
+                .into_iter()
+                .flatten()
+                .find(|o| f.ends_with(o) || o.ends_with(f.as_str()))
+            {
+                ok = false;
+                self.err(
+                    *line,
+                    format!(
+                        "forward suffix '{f}' and suffix '{other}' of line {from_line} overlap (one \
+                         ends with the other, so relayed tables would be taken for outputs or \
+                         inputs), expected suffixes where neither ends with the other",
+                    ),
+                );
             }
+        }
+        // A broken `forward` or `peer` line (maybe the up peer) was reported
+        // already: checking the topology would only add confusing errors.
+        if self.errors.len() == errors_before && !d.broken_peer {
+            ok &= self.check_levels(&d.peers, &d.forward, no_ascend, from_line, d.line);
         }
         (ok && !d.duplicate).then(|| Section {
             name: d.name,
@@ -1041,6 +1061,103 @@ impl Parser<'_> {
             dynamic_peers,
             dynamic_from: d.dynamic_from,
         })
+    }
+
+    /// Mistakes of a multi-level setup that would make data flow in a loop
+    /// or go nowhere (the grammar already makes a peer both `up` and `down`
+    /// impossible):
+    ///
+    /// - `forward` without an `up` peer: nothing would ever be relayed;
+    /// - `no-ascend` without an `up` peer: nothing to stop;
+    /// - an `up` or `down` peer at our own listening address: we would
+    ///   aggregate our own outputs;
+    /// - an `up` or `down` peer at the address of another peer: the same
+    ///   aggregator seen under two names (both above and below us, or twice
+    ///   in a sum).
+    fn check_levels(
+        &mut self,
+        peers: &[PeerConf],
+        forward: &[(String, usize)],
+        no_ascend: bool,
+        from_line: usize,
+        section_line: usize,
+    ) -> bool {
+        let mut ok = true;
+        let has_up = peers.iter().any(|p| p.role == Role::Up);
+        if !has_up {
+            if let Some((f, line)) = forward.first() {
+                ok = false;
+                self.err(
+                    *line,
+                    format!(
+                        "'forward {f}' in a section without an 'up' peer: forwarded tables only \
+                         come from upper levels, expected a 'peer <name> <addr>:<port> up' line \
+                         (or no 'forward')"
+                    ),
+                );
+            }
+            if no_ascend {
+                ok = false;
+                self.err(
+                    from_line,
+                    "'no-ascend' in a section without an 'up' peer, expected a \
+                     'peer <name> <addr>:<port> up' line (or no 'no-ascend')"
+                        .into(),
+                );
+            }
+        }
+        let local = peers.iter().find(|p| p.role == Role::Local);
+        let listen = local
+            .and_then(|p| p.addr)
+            .or_else(|| self.global.bind.as_ref().map(|b| b.addr));
+        let level = |p: &PeerConf| matches!(p.role, Role::Up | Role::Down);
+        let role = |p: &PeerConf| match p.role {
+            Role::Up => "up",
+            Role::Down => "down",
+            Role::Local => "local",
+            Role::Node => "node",
+        };
+        for (j, p) in peers.iter().enumerate() {
+            let (Some(addr), true) = (p.addr, p.role != Role::Local) else {
+                continue;
+            };
+            if level(p) {
+                if let Some(l) = listen.filter(|l| *l == addr || is_own(*l, addr)) {
+                    ok = false;
+                    let line = local.map_or(section_line, |p| p.line);
+                    self.err(
+                        p.line,
+                        format!(
+                            "{} peer '{}' at {addr} is this aggregator itself (it listens on {l}, \
+                             line {line}): a loop, expected the address of another aggregator",
+                            role(p),
+                            p.name
+                        ),
+                    );
+                    continue;
+                }
+            }
+            let twin = peers[..j]
+                .iter()
+                .find(|q| q.role != Role::Local && q.addr == Some(addr) && (level(p) || level(q)));
+            if let Some(q) = twin {
+                ok = false;
+                self.err(
+                    p.line,
+                    format!(
+                        "{} peer '{}' has the address {addr} of {} peer '{}' (line {}): one \
+                         process at two places of the topology makes a loop or a double count, \
+                         expected each aggregator once",
+                        role(p),
+                        p.name,
+                        role(q),
+                        q.name,
+                        q.line
+                    ),
+                );
+            }
+        }
+        ok
     }
 
     /// A peer we connect to: needs a usable address, of the family of the
@@ -1196,6 +1313,16 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     let covers =
         |w: SocketAddr, x: SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || x.is_ipv4());
     a != b && a.port() != 0 && a.port() == b.port() && (covers(a, b) || covers(b, a))
+}
+
+/// Whether connecting to `peer` reaches our listener on `listen`: a
+/// wildcard listener takes the port on every local address, and loopback
+/// addresses are always local.
+fn is_own(listen: SocketAddr, peer: SocketAddr) -> bool {
+    listen.port() == peer.port()
+        && listen.ip().is_unspecified()
+        && peer.ip().is_loopback()
+        && (listen.is_ipv6() || peer.is_ipv4())
 }
 
 /// Whether a word after a peer name is meant as an address.
@@ -2032,7 +2159,7 @@ mod tests {
     #[test]
     fn forward_errors() {
         let sec = |lines: &str| {
-            format!("aggregations data\nfrom .in to .agg\npeer gpe 0.0.0.0:1 local\npeer lb 10.0.0.1:1\n{lines}\n")
+            format!("aggregations data\nfrom .in to .agg\npeer gpe 0.0.0.0:1 local\npeer lb 10.0.0.1:1\n{lines}\npeer top 10.0.0.9:1 up\n")
         };
         assert_error(
             &sec("forward .agg"),
@@ -2061,6 +2188,73 @@ mod tests {
         // Several suffixes on one line are accepted.
         let c = ok(&sec("forward .top .top2"));
         assert_eq!(c.sections[0].forward, [".top", ".top2"]);
+        // Overlapping suffixes: relayed tables would look like outputs or
+        // inputs.
+        assert_error(
+            &sec("forward .x.agg"),
+            5,
+            &["forward suffix '.x.agg' and suffix '.agg' of line 2 overlap"],
+        );
+        assert_error(
+            &sec("forward .in2 .top.agg"),
+            5,
+            &["forward suffix '.top.agg' and suffix '.agg' of line 2 overlap"],
+        );
+        assert_error(
+            &sec("forward .a.in"),
+            5,
+            &["forward suffix '.a.in' and suffix '.in' of line 2 overlap"],
+        );
+    }
+
+    #[test]
+    fn multi_level_mistakes() {
+        let base = "aggregations m\nfrom any to .intermediate\npeer me 127.0.0.1:10000 local\npeer lb 10.0.0.1:1\n";
+        // `forward` and `no-ascend` only make sense with an up peer.
+        assert_error(
+            &format!("{base}forward .agg\n"),
+            5,
+            &["'forward .agg' in a section without an 'up' peer"],
+        );
+        assert_error(
+            &base.replace(".intermediate", ".intermediate no-ascend"),
+            2,
+            &["'no-ascend' in a section without an 'up' peer"],
+        );
+        // Ourselves as another level.
+        assert_error(
+            &format!("{base}peer top 127.0.0.1:10000 up\n"),
+            5,
+            &["up peer 'top' at 127.0.0.1:10000 is this aggregator itself (it listens on 127.0.0.1:10000, line 3)"],
+        );
+        let wild = base.replace("127.0.0.1:10000 local", "0.0.0.0:10000 local");
+        assert_error(
+            &format!("{wild}peer low 127.0.0.5:10000 down\n"),
+            5,
+            &["down peer 'low' at 127.0.0.5:10000 is this aggregator itself"],
+        );
+        // The same aggregator above and below us.
+        assert_error(
+            &format!("{base}peer top 10.0.0.9:1 up\npeer low 10.0.0.9:1 down\n"),
+            6,
+            &["down peer 'low' has the address 10.0.0.9:1 of up peer 'top' (line 5)"],
+        );
+        assert_error(
+            &format!("{base}peer top 10.0.0.1:1 up\n"),
+            5,
+            &["up peer 'top' has the address 10.0.0.1:1 of node peer 'lb' (line 4)"],
+        );
+        // The seed's intermediate with HA, and a middle level of a chain.
+        ok(&format!(
+            "{base}forward .agg\npeer top1 10.0.0.8:1 up\npeer top2 10.0.0.9:1 up\n"
+        ));
+        ok(
+            "aggregations mid\nfrom .intermediate to .regional\nforward .agg\n\
+            peer mid 127.0.0.1:10000 local\npeer top 10.0.0.9:1 up\n\
+            peer low1 10.0.0.1:1 down group 1\npeer low2 10.0.0.2:1 down group 1\n",
+        );
+        // Two nodes at one address are not this check's business.
+        ok(&format!("{base}peer lb2 10.0.0.1:1\n"));
     }
 
     #[test]

@@ -24,6 +24,32 @@ pub(super) fn is_our_output(cfg: &EngineConfig, name: &str) -> bool {
     !cfg.to.is_empty() && name.ends_with(cfg.to.as_str())
 }
 
+/// Whether `name` is a forwarded table (ends in a `forward` suffix, with
+/// something before it): relayed from `up` peers, never an input.
+pub(super) fn is_forwarded(cfg: &EngineConfig, name: &str) -> bool {
+    cfg.forward
+        .iter()
+        .any(|s| !s.is_empty() && name.len() > s.len() && name.ends_with(s.as_str()))
+}
+
+/// The forwarded tables that correspond to our output `output`: its stem
+/// with each `forward` suffix (`/t.intermediate` → `/t.agg`). These are what
+/// an upper level computes from what we send it, so they are what we expect
+/// to receive from it (and relay down) before it sent any value.
+pub(super) fn forwarded_names(cfg: &EngineConfig, output: &str) -> Vec<String> {
+    let Some(stem) = output
+        .strip_suffix(cfg.to.as_str())
+        .filter(|s| !cfg.to.is_empty() && !s.is_empty() && *s != "/")
+    else {
+        return Vec::new();
+    };
+    cfg.forward
+        .iter()
+        .filter(|f| !f.is_empty())
+        .map(|f| format!("{stem}{f}"))
+        .collect()
+}
+
 /// The output table fed by input `input`, or `None` when `input` is not an
 /// input of this section.
 ///
@@ -62,6 +88,7 @@ mod tests {
             from: from.map(str::to_string),
             to: to.to_string(),
             forward: forward.iter().map(|s| s.to_string()).collect(),
+            ..EngineConfig::default()
         }
     }
 
@@ -109,6 +136,22 @@ mod tests {
         assert!(!is_our_output(&c, "/t.agg"));
         assert_eq!(output_name(&c, "/t.agg"), None);
         assert_eq!(output_name(&c, "/t").as_deref(), Some("/t.intermediate"));
+    }
+
+    #[test]
+    fn forwarded_names_follow_the_output_stem() {
+        let c = cfg(None, ".intermediate", &[".agg"]);
+        assert!(is_forwarded(&c, "/t.agg"));
+        assert!(!is_forwarded(&c, ".agg"));
+        assert!(!is_forwarded(&c, "/t.intermediate"));
+        assert_eq!(forwarded_names(&c, "/t.intermediate"), ["/t.agg"]);
+        assert_eq!(forwarded_names(&c, "be.intermediate"), ["be.agg"]);
+        assert!(forwarded_names(&c, "/t.other").is_empty());
+        assert!(forwarded_names(&c, "/.intermediate").is_empty());
+        // A middle level of a chain: `from .intermediate to .regional`.
+        let c = cfg(Some(".intermediate"), ".regional", &[".agg", ".x"]);
+        assert_eq!(forwarded_names(&c, "/t.regional"), ["/t.agg", "/t.x"]);
+        assert!(forwarded_names(&cfg(None, ".agg", &[]), "/t.agg").is_empty());
     }
 
     #[test]

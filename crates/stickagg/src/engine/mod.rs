@@ -19,6 +19,58 @@
 //! Rates are republished on their own so that they keep decaying on the
 //! nodes exactly like the sum of the sources' counters (see
 //! `Layout::next_republish`).
+//!
+//! # Several levels
+//!
+//! A peer's [`PeerRole`] decides what it feeds and what it receives:
+//!
+//! | role | its tables are | it receives |
+//! |---|---|---|
+//! | `Node` (a load balancer) | inputs (outputs it declares: its wants) | the outputs and forwarded tables it declares (outputs not with `no-feedback`) |
+//! | `Down` (a lower aggregator) | inputs, like a node, counted once per `group` | the outputs and forwarded tables it declares |
+//! | `Up` (an upper aggregator) | forwarded tables (`forward` suffixes), never inputs | every output (not with `no-ascend`), never a forwarded table |
+//!
+//! So values only flow up as aggregates and down as forwarded copies, and
+//! no table can feed itself whatever the peers send.
+//!
+//! **Forwarded tables** (`forward .agg` on an intermediate): one [`Table`]
+//! per forwarded name whose sources are the up peers; a key is relayed as the
+//! latest value received from any of them, unchanged (rates re-based to the
+//! moment they are sent on), with the remaining lifetime it came with. Each
+//! up peer republishes its own rates, so nothing is recomputed here.
+//!
+//! **How definitions reach the other levels.** HAProxy only announces a
+//! table (DEFINE) when it changes it or when it teaches a resync, so every
+//! level asks every peer for a resync when a session starts and learns its
+//! wants from the DEFINEs of the answer. stickagg peers answer in kind: on a
+//! new session and again on each resync request, before anything else, an
+//! aggregator *announces* (DEFINE without entries, [`Engine::take_announcements`]):
+//!
+//! - to an `up` peer: its outputs (what it will send up; not with
+//!   `no-ascend`) and its forwarded tables (what it expects back: for each
+//!   output `/t.intermediate`, `/t.agg` per `forward` suffix, with the
+//!   output's shape). The upper level binds the first as inputs and takes the
+//!   second as wants, exactly as it would from a load balancer, so it pushes
+//!   `/t.agg` down before any value was ever forwarded;
+//! - to a `down` peer: its forwarded tables if it relays (a middle level of a
+//!   chain), else its outputs (a top level: `/t.agg`). The lower level creates
+//!   its forwarded table from that definition, so the nodes that declared
+//!   `/t.agg` are wired to it before its first value arrives.
+//!
+//! Between aggregators a resync answer ends with PARTIAL rather than
+//! FINISHED while some of the answering level's own sources have not taught
+//! it yet; the asking level then keeps what it had from it instead of
+//! dropping it as stale (`server.rs`, `pump` and `ResyncPartial`), so a
+//! restarting intermediate does not dip the totals.
+//!
+//! An up peer needs no declaration to receive our outputs: the configuration
+//! says it aggregates what we send. Load balancers are announced nothing
+//! (they only get what they declared, as in single-level operation).
+//!
+//! **Groups** (`peer … down group N`): the contributions of the members of
+//! one group count once per key: for every summed element, the member with
+//! the largest value (for a rate, the largest window total); different
+//! groups and ungrouped peers are summed (`table::representatives`).
 
 mod intern;
 mod mapping;
@@ -40,14 +92,20 @@ use std::sync::Arc;
 use table::{Ctx, Table, Timers, NEVER};
 
 /// What the engine needs of an `aggregations` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineConfig {
     /// `None`: `from any`; `Some(".nonagg")`: only tables with that suffix.
     pub from: Option<String>,
     /// Output suffix, e.g. `.agg`.
     pub to: String,
-    /// Suffixes that are never inputs (e.g. `.agg` on an intermediate).
+    /// Suffixes of the tables relayed from `up` peers to the nodes (e.g.
+    /// `.agg` on an intermediate); never inputs.
     pub forward: Vec<String>,
+    /// `no-ascend`: outputs are not sent to `up` peers.
+    pub no_ascend: bool,
+    /// `no-feedback`: outputs are not sent to the nodes (forwarded tables
+    /// still are).
+    pub no_feedback: bool,
 }
 
 /// A peer's place in the topology.
@@ -55,10 +113,12 @@ pub struct EngineConfig {
 pub enum PeerRole {
     /// A load balancer: a source, and a receiver of the outputs it declares.
     Node,
-    /// An upper-level aggregator. Its tables are not inputs here (they are
-    /// totals computed above; relaying them is the `forward` feature).
+    /// An upper-level aggregator. Its tables are never inputs here (they
+    /// are totals computed above): those with a `forward` suffix are relayed
+    /// to the nodes, the others ignored. It receives every output.
     Up,
-    /// A lower-level aggregator: a source like a node (groups come later).
+    /// A lower-level aggregator: a source like a node (see
+    /// [`Engine::set_group`]), and a receiver of what it declares.
     Down,
 }
 
@@ -78,6 +138,14 @@ pub enum TableVerdict {
     /// An input whose shape differs from the one first announced; this
     /// peer's updates for it are ignored.
     Refused { reason: String },
+    /// A forwarded table from an `up` peer: relayed to the peers that
+    /// declare it.
+    Forwarded,
+    /// Ignored, and most likely a configuration mistake (e.g. an `up` peer
+    /// sending a table no `forward` suffix matches): worth a warning.
+    /// Returned once per peer and table name, [`Ignored`](Self::Ignored)
+    /// afterwards, so that logging it on every DEFINE logs it once.
+    Unexpected { reason: String },
 }
 
 /// One entry to send to a peer.
@@ -147,6 +215,8 @@ struct Want {
 struct PeerState {
     name: String,
     role: PeerRole,
+    /// Its group (index into `Engine::groups`, plus one; 0: none).
+    group: u32,
     connected: bool,
     /// First receive stamp of the latest connection: contributions stamped
     /// before it predate that connection.
@@ -158,6 +228,14 @@ struct PeerState {
     wants: Vec<Want>,
     /// Last sequence sent, by table index (missing: 0, nothing sent).
     cursors: Vec<u64>,
+    /// Indices of the tables whose changes it receives (see
+    /// [`Engine::refresh_sends`]), in index order.
+    sends: Vec<u32>,
+    /// Tables below this index were considered for announcement on this
+    /// connection (tables are only ever appended).
+    announced: usize,
+    /// Table names already reported as [`TableVerdict::Unexpected`].
+    noted: Vec<String>,
 }
 
 impl PeerState {
@@ -188,7 +266,11 @@ impl PeerState {
 pub struct Engine {
     cfg: EngineConfig,
     tables: Vec<Table>,
+    /// Output (and forwarded) table name → index.
     by_output: HashMap<String, u32>,
+    /// Distinct `group` numbers of the peers; a peer's group is its index
+    /// here plus one.
+    groups: Vec<u32>,
     peers: HashMap<PeerId, PeerState, RandomState>,
     timers: Timers,
     /// Last change sequence number handed out.
@@ -218,6 +300,7 @@ impl Engine {
             cfg,
             tables: Vec::new(),
             by_output: HashMap::new(),
+            groups: Vec::new(),
             peers: HashMap::default(),
             timers: Timers::new(),
             seq: 0,
@@ -259,11 +342,15 @@ impl Engine {
         let p = self.peers.entry(peer).or_insert_with(|| PeerState {
             name: String::new(),
             role,
+            group: 0,
             connected: false,
             epoch,
             bindings: Vec::new(),
             wants: Vec::new(),
             cursors: Vec::new(),
+            sends: Vec::new(),
+            announced: 0,
+            noted: Vec::new(),
         });
         p.name.clear();
         p.name.push_str(name);
@@ -272,6 +359,28 @@ impl Engine {
         p.epoch = epoch;
         p.bindings.clear();
         p.cursors.clear();
+        p.announced = 0;
+        self.refresh_sends(Some(peer));
+    }
+
+    /// Sets the `group` of a peer (call after
+    /// [`peer_connected`](Self::peer_connected)). Its contributions count
+    /// once per key with the other members' (the largest of them); taken
+    /// into account from its next update on.
+    pub fn set_group(&mut self, peer: PeerId, group: Option<u32>) {
+        let ix = match group {
+            None => 0,
+            Some(g) => match self.groups.iter().position(|&x| x == g) {
+                Some(i) => i as u32 + 1,
+                None => {
+                    self.groups.push(g);
+                    self.groups.len() as u32
+                }
+            },
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.group = ix;
+        }
     }
 
     /// The session ended. Contributions stay until they expire (the node may
@@ -295,58 +404,194 @@ impl Engine {
         let Some(p) = self.peers.get_mut(&peer) else {
             return TableVerdict::Ignored;
         };
-        if mapping::is_our_output(&self.cfg, &def.name) {
+        let name = def.name.as_str();
+        if p.role == PeerRole::Up {
+            // Only forwarded tables come down; never inputs, whatever their
+            // name, so that no total can feed itself.
+            if mapping::is_forwarded(&self.cfg, name) {
+                return match self.bind_source(peer, remote_id, def, name.to_string(), true) {
+                    TableVerdict::Input { .. } => TableVerdict::Forwarded,
+                    v => v,
+                };
+            }
+            p.bind(remote_id, Binding::Ignored);
+            let reason = if mapping::is_our_output(&self.cfg, name) {
+                format!(
+                    "it ends in this section's output suffix '{}': an upper level sending our \
+                     own kind of output down looks like a loop in the configuration",
+                    self.cfg.to
+                )
+            } else if self.cfg.forward.is_empty() {
+                "this section has no 'forward' line, so nothing from up peers is relayed".into()
+            } else {
+                format!(
+                    "it matches no 'forward' suffix ({}), so it is not relayed",
+                    self.cfg.forward.join(", ")
+                )
+            };
+            return self.note(peer, name, reason);
+        }
+        let ours = mapping::is_our_output(&self.cfg, name);
+        if ours || mapping::is_forwarded(&self.cfg, name) {
             let want = Want {
                 output: def.name.clone(),
                 key_type: def.key_type,
                 key_len: def.key_len,
-                table: self.by_output.get(&def.name).copied(),
+                table: self.by_output.get(name).copied(),
             };
-            match p.wants.iter_mut().find(|w| w.output == def.name) {
-                Some(w) => *w = want,
-                None => p.wants.push(want),
-            }
+            let changed = match p.wants.iter_mut().find(|w| w.output == def.name) {
+                Some(w) if w.table == want.table => {
+                    *w = want;
+                    false
+                }
+                Some(w) => {
+                    *w = want;
+                    true
+                }
+                None => {
+                    p.wants.push(want);
+                    true
+                }
+            };
             p.bind(remote_id, Binding::Output);
+            if changed {
+                self.refresh_sends(Some(peer));
+            }
             return TableVerdict::Output;
         }
-        let output = match p.role {
-            PeerRole::Up => None,
-            PeerRole::Node | PeerRole::Down => output_name(&self.cfg, &def.name),
-        };
-        let Some(output) = output else {
+        let Some(output) = output_name(&self.cfg, name) else {
             p.bind(remote_id, Binding::Ignored);
             return TableVerdict::Ignored;
         };
+        self.bind_source(peer, remote_id, def, output, false)
+    }
+
+    /// Binds the peer's `remote_id` to table `output` as one of its sources,
+    /// creating the table from `def` (an aggregate, or a forwarded table)
+    /// if it is the first, refusing `def` if its shape differs.
+    fn bind_source(
+        &mut self,
+        peer: PeerId,
+        remote_id: u64,
+        def: &Arc<TableDef>,
+        output: String,
+        forward: bool,
+    ) -> TableVerdict {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return TableVerdict::Ignored;
+        };
         let expire = def.expire.unwrap_or(0);
-        if let Some(&t) = self.by_output.get(&output) {
-            let table = &mut self.tables[t as usize];
-            if !table.shape.same_shape(def) {
-                let reason = mismatch(&table.shape, def, &table.announced_by);
-                // HAProxy re-sends a DEFINE before every batch of a table:
-                // count a refusal once per connection and table id.
-                if p.binding(remote_id) != Some(Binding::Refused) {
-                    table.refused += 1;
-                    table.last_refusal = Some(format!("{}: {reason}", p.name));
-                    self.counters.refused_defs += 1;
-                }
-                p.bind(remote_id, Binding::Refused);
-                return TableVerdict::Refused { reason };
+        match self.by_output.get(&output) {
+            Some(&t) if self.tables[t as usize].forward != forward => {
+                // Only possible with overlapping suffixes, which the
+                // configuration refuses.
+                p.bind(remote_id, Binding::Ignored);
+                let reason = format!("{output} is both an output and a forwarded table here");
+                return self.note(peer, &def.name, reason);
             }
-            p.bind(remote_id, Binding::Input { table: t, expire });
-        } else {
-            let t = self.tables.len() as u32;
-            p.bind(remote_id, Binding::Input { table: t, expire });
-            let by = p.name.clone();
-            self.tables
-                .push(Table::new(t, def.clone(), output.clone(), by));
-            self.by_output.insert(output.clone(), t);
-            for w in self.peers.values_mut().flat_map(|p| p.wants.iter_mut()) {
-                if w.output == output {
-                    w.table = Some(t);
+            Some(&t) => {
+                let table = &mut self.tables[t as usize];
+                if !table.shape.same_shape(def) {
+                    let reason = mismatch(&table.shape, def, &table.announced_by);
+                    // HAProxy re-sends a DEFINE before every batch of a table:
+                    // count a refusal once per connection and table id.
+                    if p.binding(remote_id) != Some(Binding::Refused) {
+                        table.refused += 1;
+                        table.last_refusal = Some(format!("{}: {reason}", p.name));
+                        self.counters.refused_defs += 1;
+                    }
+                    p.bind(remote_id, Binding::Refused);
+                    return TableVerdict::Refused { reason };
+                }
+                p.bind(remote_id, Binding::Input { table: t, expire });
+            }
+            None => {
+                let t = self.tables.len() as u32;
+                p.bind(remote_id, Binding::Input { table: t, expire });
+                let by = p.name.clone();
+                self.add_table(def.clone(), output.clone(), by, forward);
+                if !forward {
+                    // The totals an upper level computes from this output
+                    // come back under these names: known (and announced up,
+                    // and wired to the nodes) before the first of them.
+                    for name in mapping::forwarded_names(&self.cfg, &output) {
+                        if !self.by_output.contains_key(&name) {
+                            let shape = Arc::new(TableDef {
+                                name: name.clone(),
+                                ..(**def).clone()
+                            });
+                            let by = format!("{} (as {output})", def.name);
+                            self.add_table(shape, name, by, true);
+                        }
+                    }
                 }
             }
         }
         TableVerdict::Input { output }
+    }
+
+    /// Appends a table and binds the wants waiting for it.
+    fn add_table(&mut self, shape: Arc<TableDef>, output: String, by: String, forward: bool) {
+        let t = self.tables.len() as u32;
+        self.tables
+            .push(Table::new(t, shape, output.clone(), by, forward));
+        self.by_output.insert(output.clone(), t);
+        for w in self.peers.values_mut().flat_map(|p| p.wants.iter_mut()) {
+            if w.output == output {
+                w.table = Some(t);
+            }
+        }
+        self.refresh_sends(None);
+    }
+
+    /// `Unexpected` the first time for this peer and table name, then
+    /// `Ignored`.
+    fn note(&mut self, peer: PeerId, name: &str, reason: String) -> TableVerdict {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return TableVerdict::Ignored;
+        };
+        if p.noted.iter().any(|n| n == name) {
+            return TableVerdict::Ignored;
+        }
+        // Bounded: a peer announcing endless new names is logged a while.
+        if p.noted.len() < 256 {
+            p.noted.push(name.to_string());
+        }
+        TableVerdict::Unexpected { reason }
+    }
+
+    /// Recomputes which tables a peer (or every peer) receives changes of:
+    ///
+    /// - `Up`: every output, unless `no-ascend`; never a forwarded table (it
+    ///   came from above);
+    /// - `Node`: the outputs it declared, unless `no-feedback`, and the
+    ///   forwarded tables it declared;
+    /// - `Down`: the outputs and forwarded tables it declared.
+    fn refresh_sends(&mut self, only: Option<PeerId>) {
+        let (cfg, tables) = (&self.cfg, &self.tables);
+        for (id, p) in self.peers.iter_mut() {
+            if only.is_some_and(|o| o != *id) {
+                continue;
+            }
+            p.sends.clear();
+            match p.role {
+                PeerRole::Up => {
+                    if !cfg.no_ascend {
+                        p.sends
+                            .extend(tables.iter().filter(|t| !t.forward).map(|t| t.idx));
+                    }
+                }
+                PeerRole::Node | PeerRole::Down => {
+                    let feedback = !(cfg.no_feedback && p.role == PeerRole::Node);
+                    for t in p.wants.iter().filter_map(|w| w.table) {
+                        if (feedback || tables[t as usize].forward) && !p.sends.contains(&t) {
+                            p.sends.push(t);
+                        }
+                    }
+                    p.sends.sort_unstable();
+                }
+            }
+        }
     }
 
     /// One update of a table previously defined by this peer on this
@@ -364,14 +609,51 @@ impl Engine {
         let expires = expiry(now, def_expire, update.expire);
         self.stamp += 1;
         let stamp = self.stamp;
+        let group = self.peers.get(&peer).map_or(0, |p| p.group);
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
         let (tables, mut ctx) = self.split();
         let Some(t) = tables.get_mut(table as usize) else {
             return;
         };
-        if t.apply(&mut ctx, source, update, expires, stamp, now) {
+        let before = match debug && !t.forward {
+            true => t.latest_choices(&update.key, now, ctx.dict),
+            false => Vec::new(),
+        };
+        if t.apply(&mut ctx, source, group, update, expires, stamp, now) {
             ctx.counters.updates += 1;
         } else {
             ctx.counters.ignored_malformed += 1;
+        }
+        if before.is_empty() {
+            return;
+        }
+        // A key whose server differs between nodes: say which write won.
+        let after = t.latest_choices(&update.key, now, ctx.dict);
+        let replaced: Vec<_> = before
+            .into_iter()
+            .filter_map(|(i, old, from)| {
+                let (_, new, by) = after.iter().find(|a| a.0 == i)?;
+                (*new != old).then(|| (t.element_name(i), old, from, new, *by))
+            })
+            .collect();
+        if replaced.is_empty() {
+            return;
+        }
+        let key = crate::show::format_key(t.shape.key_type, &update.key);
+        let output = t.output.clone();
+        let name = |p: u32| {
+            self.peers
+                .get(&(p as PeerId))
+                .map_or_else(|| format!("#{p}"), |p| p.name.clone())
+        };
+        for (column, old, from, new, by) in replaced {
+            tracing::debug!(
+                "{output} key {key}: {column} {} from {} replaced by {} from {} (latest write wins)",
+                show_latest(&old),
+                name(from),
+                show_latest(new),
+                name(by),
+            );
         }
     }
 
@@ -413,18 +695,41 @@ impl Engine {
         self.timers.first().map(|&(at, _, _)| at)
     }
 
+    /// Definitions to announce to this peer (DEFINE without entries; see
+    /// "How definitions reach the other levels"), each table once per
+    /// connection and again after each resync request: to an `up` peer our
+    /// outputs (not with `no-ascend`) and our forwarded tables; to a `down`
+    /// peer our forwarded tables if we relay, else our outputs; to a load
+    /// balancer nothing. In id order.
+    pub fn take_announcements(&mut self, peer: PeerId) -> Vec<Arc<TableDef>> {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let (cfg, tables) = (&self.cfg, &self.tables);
+        let from = p.announced.min(tables.len());
+        p.announced = tables.len();
+        tables[from..]
+            .iter()
+            .filter(|t| match p.role {
+                PeerRole::Node => false,
+                PeerRole::Up => t.forward || !cfg.no_ascend,
+                PeerRole::Down => t.forward != cfg.forward.is_empty(),
+            })
+            .map(|t| t.out_def.clone())
+            .collect()
+    }
+
     /// Output table definitions to send to this peer (ids are our table ids,
-    /// stable for the process, never 0): the outputs the peer declared and
-    /// that we have an input shape for. In id order.
+    /// stable for the process, never 0): the tables it receives changes of
+    /// (see `refresh_sends`). In id order.
     pub fn outputs_for(&self, peer: PeerId) -> Vec<Arc<TableDef>> {
         let Some(p) = self.peers.get(&peer) else {
             return Vec::new();
         };
         let mut defs: Vec<_> = p
-            .wants
+            .sends
             .iter()
-            .filter_map(|w| w.table)
-            .map(|t| self.tables[t as usize].out_def.clone())
+            .map(|&t| self.tables[t as usize].out_def.clone())
             .collect();
         defs.sort_by_key(|d| d.id);
         defs
@@ -443,7 +748,7 @@ impl Engine {
         // Merge the peer's tables by sequence number (a handful of tables:
         // a linear minimum is cheaper than a heap).
         let mut next: Vec<(u64, u32, usize)> = Vec::new();
-        for t in p.wants.iter().filter_map(|w| w.table) {
+        for &t in &p.sends {
             let t = t as usize;
             if let Some((&s, &slot)) = tables[t].dirty.range(p.cursor(t) + 1..).next() {
                 next.push((s, slot, t));
@@ -477,10 +782,11 @@ impl Engine {
     }
 
     /// The peer asked for a full resync: everything currently published is
-    /// sent again.
+    /// sent again, after the announcements again.
     pub fn resend_all(&mut self, peer: PeerId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.cursors.clear();
+            p.announced = 0;
         }
     }
 
@@ -490,13 +796,23 @@ impl Engine {
         let Some(p) = self.peers.get(&peer) else {
             return false;
         };
-        p.wants.iter().filter_map(|w| w.table).any(|t| {
+        p.sends.iter().any(|&t| {
             let t = t as usize;
             self.tables[t]
                 .dirty
                 .last_key_value()
                 .is_some_and(|(&s, _)| s > p.cursor(t))
         })
+    }
+}
+
+/// A `server_id` or `server_key` for the debug log.
+fn show_latest(v: &Value) -> String {
+    match v {
+        Value::Dict(Some(b)) => format!("{:?}", String::from_utf8_lossy(b)),
+        Value::Dict(None) | Value::DictUnknown => "none".to_string(),
+        Value::ServerId(i) => i.to_string(),
+        v => format!("{v:?}"),
     }
 }
 

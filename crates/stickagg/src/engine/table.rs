@@ -48,14 +48,32 @@ pub(super) struct Slot {
 }
 
 /// Words per element: u32 and i32 one, u64 two, a rate its triple, a
-/// `server_key` its interned id plus the 64-bit receive stamp of that value
-/// (a `DictUnknown` keeps an older value, which must not look newer than
-/// another source's).
-fn words_for(storage: Storage) -> u32 {
-    match storage {
-        Storage::SignedInt | Storage::UnsignedInt => 1,
+/// `server_key` its interned id; a `Latest` element (`server_id`,
+/// `server_key`) then the 64-bit stamp of the update that last *changed*
+/// the source's value (see [`latest_stamp`]).
+fn words_for(storage: Storage, combine: Combine) -> u32 {
+    let value = match storage {
+        Storage::SignedInt | Storage::UnsignedInt | Storage::Dict => 1,
         Storage::UnsignedLong => 2,
-        Storage::FreqCtr | Storage::Dict => 3,
+        Storage::FreqCtr => 3,
+    };
+    if is_latest(storage, combine) {
+        value + 2
+    } else {
+        value
+    }
+}
+
+/// Whether an element combines as "the latest write wins".
+fn is_latest(storage: Storage, combine: Combine) -> bool {
+    storage == Storage::Dict || (combine == Combine::Latest && storage != Storage::FreqCtr)
+}
+
+/// Words of the value itself, before a `Latest` element's stamp.
+fn value_words(storage: Storage) -> usize {
+    match storage {
+        Storage::UnsignedLong => 2,
+        _ => 1,
     }
 }
 
@@ -80,7 +98,7 @@ impl Layout {
                     period: c.period,
                     off,
                 });
-                off += words_for(c.ty.storage);
+                off += words_for(c.ty.storage, c.ty.combine);
             }
         }
         let has_rates = slots
@@ -109,10 +127,17 @@ impl Layout {
             })
     }
 
-    /// Overwrites a contribution with the latest absolute values.
+    /// Overwrites a contribution with the latest absolute values. A
+    /// `Latest` element takes `stamp` only when its value changes: a node
+    /// re-sends its unchanged choice whenever it touches the entry (a
+    /// `stick match`, a `track-sc` on a table that also counts, a resync),
+    /// and that is no new write.
     fn store(&self, words: &mut [u32], values: &[Value], stamp: u64, dict: &mut Interner) {
         for (s, v) in self.slots.iter().zip(values) {
             let w = &mut words[s.off as usize..];
+            let latest = is_latest(s.storage, s.combine);
+            let n = value_words(s.storage);
+            let before = [w[0], if n > 1 { w[1] } else { 0 }];
             match v {
                 Value::U32(n) => w[0] = *n,
                 Value::ServerId(i) => w[0] = *i as u32,
@@ -130,11 +155,13 @@ impl Layout {
                     let id = d.as_ref().map_or(0, |b| dict.acquire(b));
                     dict.release(w[0]);
                     w[0] = id;
-                    w[1] = stamp as u32;
-                    w[2] = (stamp >> 32) as u32;
                 }
                 // HAProxy leaves the stored value unchanged; so do we.
                 Value::DictUnknown => {}
+            }
+            if latest && before != [w[0], if n > 1 { w[1] } else { 0 }] {
+                w[n] = stamp as u32;
+                w[n + 1] = (stamp >> 32) as u32;
             }
         }
     }
@@ -224,8 +251,29 @@ fn freq_at(w: &[u32]) -> FreqCtr {
     }
 }
 
-fn dict_stamp(w: &[u32]) -> u64 {
-    w[1] as u64 | (w[2] as u64) << 32
+/// The stamp of the update that last changed a `Latest` element's value
+/// (0: it never held one), from the element's words.
+fn latest_stamp(storage: Storage, w: &[u32]) -> u64 {
+    let n = value_words(storage);
+    w[n] as u64 | (w[n + 1] as u64) << 32
+}
+
+/// Whether a `Latest` element holds a server: HAProxy sends `server_id` 0
+/// and no `server_key` for an entry that no `stick` rule has written yet
+/// (created by a `track-sc` on a table that also counts, say); that is
+/// no choice and must not hide another node's.
+fn latest_is_set(storage: Storage, w: &[u32]) -> bool {
+    w[..value_words(storage)].iter().any(|&x| x != 0)
+}
+
+/// The contribution whose `Latest` element was written last, among those
+/// holding a value.
+fn pick_latest<'a>(
+    s: &Slot,
+    it: impl Iterator<Item = (&'a Head, &'a [u32])>,
+) -> Option<(&'a Head, &'a [u32])> {
+    it.filter(|(_, w)| latest_is_set(s.storage, w))
+        .max_by_key(|(_, w)| latest_stamp(s.storage, w))
 }
 
 /// Milliseconds from `then` to `now`, clamped to what rate arithmetic needs
@@ -241,10 +289,14 @@ pub(super) struct Head {
     pub(super) expires: u64,
     /// When its last update arrived (rates are re-based from there).
     pub(super) arrived: u64,
-    /// Engine-wide receive order of its last update: decides `Latest`, and
-    /// whether it predates the source's latest connection.
+    /// Engine-wide receive order of its last update: decides the latest
+    /// contribution of a forwarded table, and whether it predates the
+    /// source's latest connection (a `Latest` element keeps its own stamp).
     pub(super) stamp: u64,
     pub(super) source: u32,
+    /// The source's `group` (an index into the engine's group numbers,
+    /// plus one; 0: no group). Fits in what would be padding.
+    pub(super) group: u32,
 }
 
 pub(super) struct KeyEntry {
@@ -282,6 +334,10 @@ pub(super) struct Table {
     pub(super) idx: u32,
     /// Our table id on the wire: stable for the process, never 0.
     pub(super) id: u64,
+    /// A forwarded table (`forward <suffix>`): its sources are `up` peers
+    /// and each key is relayed as the latest value received from any of
+    /// them, unchanged, instead of being aggregated.
+    pub(super) forward: bool,
     pub(super) input: String,
     pub(super) output: String,
     /// The first accepted input definition: every later one must match.
@@ -307,7 +363,13 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub(super) fn new(idx: u32, input: Arc<TableDef>, output: String, by: String) -> Table {
+    pub(super) fn new(
+        idx: u32,
+        input: Arc<TableDef>,
+        output: String,
+        by: String,
+        forward: bool,
+    ) -> Table {
         let id = idx as u64 + 1;
         let out_def = Arc::new(TableDef {
             id,
@@ -319,6 +381,7 @@ impl Table {
         Table {
             idx,
             id,
+            forward,
             input: input.name.clone(),
             output,
             layout: Layout::new(&input),
@@ -353,10 +416,12 @@ impl Table {
 
     /// Stores `source`'s latest values for a key. Returns false (and changes
     /// nothing) when the values do not fit the table's shape.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn apply(
         &mut self,
         ctx: &mut Ctx,
         source: u32,
+        group: u32,
         upd: &Update,
         expires: u64,
         stamp: u64,
@@ -378,6 +443,7 @@ impl Table {
             arrived: now,
             stamp,
             source,
+            group,
         };
         let i = match e.heads.iter().position(|h| h.source == source) {
             Some(i) => {
@@ -403,6 +469,47 @@ impl Table {
         );
         self.changed(ctx, slot, now);
         true
+    }
+
+    /// Each `Latest` element's current choice for `key` at `now`: element
+    /// index, value and the source that wrote it (elements no source set
+    /// are left out). For the debug log of replaced choices.
+    pub(super) fn latest_choices(
+        &self,
+        key: &[u8],
+        now: u64,
+        dict: &Interner,
+    ) -> Vec<(usize, Value, u32)> {
+        let Some(e) = self.lookup(key) else {
+            return Vec::new();
+        };
+        let width = self.layout.width;
+        let mut out = Vec::new();
+        for (i, s) in self.layout.slots.iter().enumerate() {
+            if !is_latest(s.storage, s.combine) {
+                continue;
+            }
+            if let Some((h, _)) = pick_latest(s, e.live(width, s.off, now)) {
+                out.push((
+                    i,
+                    combine(s, e.live(width, s.off, now), now, dict),
+                    h.source,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The data type of value element `i`, as configured.
+    pub(super) fn element_name(&self, i: usize) -> String {
+        let mut n = 0;
+        for c in &self.shape.columns {
+            n += c.nbelem as usize;
+            if i < n {
+                return c.display_name();
+            }
+        }
+        format!("#{i}")
     }
 
     /// Whether `key` is what the shape's key type and length allow, so that
@@ -453,7 +560,13 @@ impl Table {
         }
         e.seq = *ctx.seq;
         self.dirty.insert(e.seq, slot);
-        e.republish = self.layout.next_republish(e, now);
+        // A forwarded rate is republished by the level that computes it;
+        // each of its republishes reaches us as an update and is relayed.
+        e.republish = if self.forward {
+            NEVER
+        } else {
+            self.layout.next_republish(e, now)
+        };
         arm(ctx.timers, self.idx, slot, e);
     }
 
@@ -545,6 +658,10 @@ impl Table {
     /// The values to publish for `e` at `now`, in the output definition's
     /// order, and the expire to send with them: the longest remaining
     /// lifetime among live contributions (`None`: one never expires).
+    ///
+    /// A forwarded table publishes its latest live contribution as received
+    /// (rates re-based to `now`, so the receiver reads what the sender's
+    /// counter reads now) with that contribution's remaining lifetime.
     pub(super) fn aggregate(
         &self,
         e: &KeyEntry,
@@ -553,8 +670,31 @@ impl Table {
         out: &mut Vec<Value>,
     ) -> Option<u32> {
         let width = self.layout.width;
+        if self.forward {
+            let latest = (0..e.heads.len())
+                .filter(|&i| e.heads[i].expires > now)
+                .max_by_key(|&i| e.heads[i].stamp);
+            if let Some(i) = latest {
+                let h = &e.heads[i];
+                let words = &e.words[i * width..(i + 1) * width];
+                self.layout.load(words, since(now, h.arrived), dict, out);
+                return (h.expires != NEVER).then(|| (h.expires - now).min(u32::MAX as u64) as u32);
+            }
+        }
+        // Groups only change sums (counters, rates): a maximum or a latest
+        // value is the same whether replicas are merged first or not.
+        let grouped = e.heads.iter().any(|h| h.group != 0 && h.expires > now);
         for s in &self.layout.slots {
-            out.push(combine(s, e.live(width, s.off, now), now, dict));
+            let summed = s.storage == Storage::FreqCtr
+                || (s.storage != Storage::Dict
+                    && !matches!(s.combine, Combine::Max | Combine::Latest));
+            if grouped && summed {
+                let live: Vec<_> = e.live(width, s.off, now).collect();
+                let reps = representatives(s, &live, now);
+                out.push(combine(s, reps.into_iter(), now, dict));
+            } else {
+                out.push(combine(s, e.live(width, s.off, now), now, dict));
+            }
         }
         let mut last = now;
         for h in e.heads.iter().filter(|h| h.expires > now) {
@@ -567,6 +707,44 @@ impl Table {
     }
 }
 
+/// The contributions that count for a sum: every source without a group,
+/// and for each group the member reporting the largest value of this element
+/// (for a rate: the largest sliding-window total at `now`; the first such
+/// member on a tie). A group is a set of replicas that see the same load
+/// balancers (semantics.md), so adding its members would count them twice.
+fn representatives<'a>(
+    s: &Slot,
+    live: &[(&'a Head, &'a [u32])],
+    now: u64,
+) -> Vec<(&'a Head, &'a [u32])> {
+    let score = |(h, w): &(&Head, &[u32])| -> u128 {
+        match s.storage {
+            Storage::FreqCtr => {
+                freq_at(w)
+                    .window_after(since(now, h.arrived), s.period)
+                    .total
+            }
+            Storage::UnsignedInt => w[0] as u128,
+            Storage::UnsignedLong => u64_at(w) as u128,
+            Storage::SignedInt => (w[0] as i32 as i64 - i32::MIN as i64) as u128,
+            Storage::Dict => 0,
+        }
+    };
+    let scores: Vec<u128> = live.iter().map(score).collect();
+    let beaten = |i: usize| {
+        let g = live[i].0.group;
+        (0..live.len()).any(|j| {
+            j != i
+                && live[j].0.group == g
+                && (scores[j] > scores[i] || (scores[j] == scores[i] && j < i))
+        })
+    };
+    (0..live.len())
+        .filter(|&i| live[i].0.group == 0 || !beaten(i))
+        .map(|i| live[i])
+        .collect()
+}
+
 /// Combines one element across the live contributions, per data type
 /// (semantics.md "How values combine"); `col.ty.combine` decides.
 fn combine<'a>(
@@ -575,6 +753,17 @@ fn combine<'a>(
     now: u64,
     dict: &Interner,
 ) -> Value {
+    // The latest write among the sources holding a value (see
+    // `pick_latest`); none: no value.
+    if is_latest(s.storage, s.combine) {
+        let w = pick_latest(s, it).map_or(&[0u32, 0][..], |x| x.1);
+        return match s.storage {
+            Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
+            Storage::SignedInt => Value::ServerId(w[0] as i32),
+            Storage::UnsignedLong => Value::U64(u64_at(w)),
+            _ => Value::U32(w[0]),
+        };
+    }
     match (s.storage, s.combine) {
         // Rates are never added field by field (periods are not aligned
         // across nodes): sum the sliding windows at `now`, re-encode once.
@@ -585,25 +774,11 @@ fn combine<'a>(
             }
             Value::Freq(freq::encode(win, s.period))
         }
-        // Latest, by the stamp of the value itself: a `DictUnknown` did not
-        // deliver one.
-        (Storage::Dict, _) => match it.max_by_key(|(_, w)| dict_stamp(w)) {
-            Some((_, w)) if dict_stamp(w) > 0 => Value::Dict(dict.get(w[0]).cloned()),
-            _ => Value::Dict(None),
-        },
-        (st, Combine::Latest) => {
-            let w = it
-                .max_by_key(|(h, _)| h.stamp)
-                .map_or(&[0u32, 0][..], |x| x.1);
-            match st {
-                Storage::SignedInt => Value::ServerId(w[0] as i32),
-                Storage::UnsignedLong => Value::U64(u64_at(w)),
-                _ => Value::U32(w[0]),
-            }
-        }
         (Storage::SignedInt, Combine::Max) => {
             Value::ServerId(it.map(|(_, w)| w[0] as i32).max().unwrap_or(0))
         }
+        // Unreachable: every `server_key` is a `Latest` element.
+        (Storage::Dict, _) => Value::Dict(None),
         (Storage::SignedInt, _) => {
             Value::ServerId(it.fold(0i32, |a, (_, w)| a.saturating_add(w[0] as i32)))
         }

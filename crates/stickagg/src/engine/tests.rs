@@ -40,6 +40,7 @@ fn cfg_any() -> EngineConfig {
         from: None,
         to: ".agg".into(),
         forward: vec![],
+        ..EngineConfig::default()
     }
 }
 
@@ -334,6 +335,7 @@ fn from_nonagg_mapping() {
         from: Some(".nonagg".into()),
         to: ".agg".into(),
         forward: vec![],
+        ..EngineConfig::default()
     });
     e.peer_connected(0, "lb0", PeerRole::Node, 0);
     let cols = &[("http_req_cnt", 1, 0)];
@@ -645,17 +647,68 @@ fn latest_server_id_and_server_key() {
     // A new source that never delivered a name does not hide the others'.
     h.send(2, k, vec![Value::ServerId(-1), Value::DictUnknown], 4);
     assert_eq!(h.agg(k, 4).unwrap(), vec![Value::ServerId(-1), s("s3")]);
-    // "No server_key" is a value like any other.
+    // "No server" (server_id 0, no server_key: an entry no `stick` rule
+    // wrote) hides nobody's choice; node 1 re-sending its unchanged
+    // server_id 2 is no new write either.
     h.send(1, k, vec![Value::ServerId(2), Value::Dict(None)], 5);
-    assert_eq!(
-        h.agg(k, 5).unwrap(),
-        vec![Value::ServerId(2), Value::Dict(None)]
-    );
+    assert_eq!(h.agg(k, 5).unwrap(), vec![Value::ServerId(-1), s("s3")]);
     // Interned names follow the live contributions.
     assert_eq!(h.e.dict.len(), 1);
     let detail = h.e.key_info("be.agg", k, 5, true).unwrap();
     let names: Vec<_> = detail.sources.iter().map(|c| c.values[1].clone()).collect();
     assert_eq!(names, vec![s("s3"), Value::Dict(None), Value::Dict(None)]);
+}
+
+/// Session persistence across nodes (issue 5): the latest *write* of a
+/// server wins. A node re-sends its unchanged choice whenever it touches
+/// the entry (a `stick match` refreshes it, a `track-sc` on a table that
+/// also counts, a reconnection's teach): that must not undo a later choice
+/// made on another node. An entry without a server (created by a counter
+/// before any `stick` rule, or a request denied before the backend) hides
+/// nothing. Counters in the same table are summed as usual.
+#[test]
+fn latest_write_of_a_server_wins_over_unchanged_resends() {
+    let mixed = def(
+        IN,
+        "/sessions",
+        KeyType::Ipv4,
+        4,
+        60_000,
+        &[
+            ("server_id", 1, 0),
+            ("http_req_cnt", 1, 0),
+            ("server_key", 1, 0),
+        ],
+    );
+    let mut h = H::new(3, mixed);
+    let s = |v: &'static str| Value::Dict(Some(Bytes::from_static(v.as_bytes())));
+    let v = |id: i32, cnt: u32, key: Value| vec![Value::ServerId(id), Value::U32(cnt), key];
+    let k = [10, 0, 0, 1];
+    // Node 0 picks s1; node 1 fails over to s2 later: s2 everywhere.
+    h.send(0, &k, v(1, 1, s("s1")), 1);
+    h.send(1, &k, v(2, 1, s("s2")), 2);
+    assert_eq!(h.agg(&k, 2).unwrap(), v(2, 2, s("s2")));
+    // Node 0 touches its stale entry (still s1) before storing s2 itself:
+    // its re-send of s1 is no new write; its counter still adds up.
+    h.send(0, &k, v(1, 2, s("s1")), 3);
+    assert_eq!(h.agg(&k, 3).unwrap(), v(2, 3, s("s2")));
+    // Node 2 counts a request that never reached the backend: no server.
+    h.send(2, &k, v(0, 1, Value::Dict(None)), 4);
+    assert_eq!(h.agg(&k, 4).unwrap(), v(2, 4, s("s2")));
+    // Node 0 then really writes s2, and later s1 again: each is a write.
+    h.send(0, &k, v(2, 3, s("s2")), 5);
+    assert_eq!(h.agg(&k, 5).unwrap(), v(2, 5, s("s2")));
+    h.send(0, &k, v(1, 4, s("s1")), 6);
+    assert_eq!(h.agg(&k, 6).unwrap(), v(1, 6, s("s1")));
+    // Node 1 reconnects and teaches its unchanged s2 again: still s1.
+    h.connect(1, 7);
+    h.send(1, &k, v(2, 1, s("s2")), 7);
+    h.e.resync_finished(1, 7);
+    assert_eq!(h.agg(&k, 7).unwrap(), v(1, 6, s("s1")));
+    // Only servers nobody holds: no server.
+    let k2 = [10, 0, 0, 2];
+    h.send(2, &k2, v(0, 1, Value::Dict(None)), 8);
+    assert_eq!(h.agg(&k2, 8).unwrap(), v(0, 1, Value::Dict(None)));
 }
 
 #[test]
@@ -791,35 +844,417 @@ fn malformed_input_is_ignored_and_counted() {
 
 #[test]
 fn up_peers_are_not_sources() {
-    let mut e = Engine::new(EngineConfig {
-        from: None,
-        to: ".intermediate".into(),
-        forward: vec![".agg".into()],
-    });
+    let mut e = Engine::new(cfg_intermediate());
     e.peer_connected(0, "top", PeerRole::Up, 0);
     let cols = &[("gpc0", 1, 0)];
-    assert_eq!(
-        e.table_defined(0, 1, &def(1, "/t", KeyType::Ipv4, 4, 0, cols), 0),
-        TableVerdict::Ignored
+    // Not forwarded: ignored, reported once per peer and name.
+    let plain = def(1, "/t", KeyType::Ipv4, 4, 0, cols);
+    let TableVerdict::Unexpected { reason } = e.table_defined(0, 1, &plain, 0) else {
+        panic!("an unforwarded table from an up peer must be reported");
+    };
+    assert!(
+        reason.contains("matches no 'forward' suffix (.agg)"),
+        "{reason}"
     );
+    assert_eq!(e.table_defined(0, 1, &plain, 0), TableVerdict::Ignored);
+    e.update(0, 1, &upd(&[1, 2, 3, 4], vec![Value::U32(1)]), 0);
+    assert_eq!(e.counters().ignored_table, 1);
     assert_eq!(
         e.table_defined(0, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0),
-        TableVerdict::Ignored
+        TableVerdict::Forwarded
     );
-    assert_eq!(
-        e.table_defined(
-            0,
-            3,
-            &def(3, "/t.intermediate", KeyType::Ipv4, 4, 0, cols),
-            0
-        ),
-        TableVerdict::Output
-    );
+    // Our own output suffix coming from above: a loop, never an input.
+    let ours = def(3, "/t.intermediate", KeyType::Ipv4, 4, 0, cols);
+    let TableVerdict::Unexpected { reason } = e.table_defined(0, 3, &ours, 0) else {
+        panic!("our output suffix from an up peer must be reported");
+    };
+    assert!(reason.contains("loop"), "{reason}");
+    e.update(0, 3, &upd(&[1, 2, 3, 4], vec![Value::U32(1)]), 0);
+    assert!(e.table_info("/t.intermediate").is_none());
+    // A node declaring a forwarded name wants it; its updates for it are
+    // echoes of what we relayed.
     e.peer_connected(1, "lb", PeerRole::Node, 0);
     assert_eq!(
         e.table_defined(1, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0),
-        TableVerdict::Ignored,
-        "a forward suffix is never an input"
+        TableVerdict::Output
+    );
+    e.update(1, 2, &upd(&[1, 2, 3, 4], vec![Value::U32(9)]), 0);
+    assert_eq!(e.counters().ignored_output, 1);
+    assert_eq!(e.counters().updates, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Several levels
+
+fn cfg_intermediate() -> EngineConfig {
+    EngineConfig {
+        from: None,
+        to: ".intermediate".into(),
+        forward: vec![".agg".into()],
+        ..EngineConfig::default()
+    }
+}
+
+fn cfg_top() -> EngineConfig {
+    EngineConfig {
+        from: Some(".intermediate".into()),
+        to: ".agg".into(),
+        ..EngineConfig::default()
+    }
+}
+
+fn names(defs: &[Arc<TableDef>]) -> Vec<&str> {
+    defs.iter().map(|d| d.name.as_str()).collect()
+}
+
+/// Node `n` of an intermediate: defines `/t` (id 1), `/t.intermediate`
+/// (id 2) and `/t.agg` (id 3), all of `cols`.
+fn intermediate_node(e: &mut Engine, n: PeerId, cols: &[(&str, u32, u32)], now: u64) {
+    e.peer_connected(n, &format!("lb{n}"), PeerRole::Node, now);
+    for (id, name) in [(1, "/t"), (2, "/t.intermediate"), (3, "/t.agg")] {
+        e.table_defined(n, id, &def(id, name, KeyType::Ipv4, 4, 10_000, cols), now);
+    }
+}
+
+#[test]
+fn an_intermediate_sends_up_and_down_and_announces_what_it_expects() {
+    let cols = &[("gpc0", 1, 0)];
+    let mut e = Engine::new(cfg_intermediate());
+    const TOP: PeerId = 9;
+    e.peer_connected(TOP, "top", PeerRole::Up, 0);
+    // Nothing known yet: nothing to announce.
+    assert!(e.take_announcements(TOP).is_empty());
+    intermediate_node(&mut e, 0, cols, 0);
+    intermediate_node(&mut e, 1, cols, 0);
+    // The input made the output and the forwarded table it expects back,
+    // both with the input's shape, announced once to the up peer.
+    let ann = e.take_announcements(TOP);
+    assert_eq!(names(&ann), ["/t.intermediate", "/t.agg"]);
+    assert!(ann
+        .iter()
+        .all(|d| d.same_shape(&def(0, "/t", KeyType::Ipv4, 4, 10_000, cols))));
+    assert!(e.take_announcements(TOP).is_empty());
+    assert!(
+        e.take_announcements(0).is_empty(),
+        "nodes are announced nothing"
+    );
+    // A resync request from the up peer announces them again.
+    e.resend_all(TOP);
+    assert_eq!(e.take_announcements(TOP).len(), 2);
+    // The up peer gets the outputs without declaring them, never a
+    // forwarded table; the nodes get what they declared.
+    assert_eq!(names(&e.outputs_for(TOP)), ["/t.intermediate"]);
+    assert_eq!(names(&e.outputs_for(0)), ["/t.intermediate", "/t.agg"]);
+    let k = [10, 0, 0, 1];
+    e.update(0, 1, &upd(&k, vec![Value::U32(3)]), 1);
+    e.update(1, 1, &upd(&k, vec![Value::U32(4)]), 1);
+    let up = e.poll_updates(TOP, 10, 1);
+    assert_eq!(up.len(), 1);
+    assert_eq!(
+        (up[0].table, up[0].values.clone()),
+        (1, vec![Value::U32(7)])
+    );
+    for n in [0, 1] {
+        assert_eq!(e.poll_updates(n, 10, 1)[0].values, vec![Value::U32(7)]);
+    }
+    // The total comes back from above and is relayed to the nodes only.
+    e.table_defined(TOP, 5, &def(5, "/t.agg", KeyType::Ipv4, 4, 10_000, cols), 2);
+    e.update(TOP, 5, &upd(&k, vec![Value::U32(70)]), 2);
+    assert!(e.poll_updates(TOP, 10, 2).is_empty());
+    for n in [0, 1] {
+        let out = e.poll_updates(n, 10, 2);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].table, out[0].values.clone()),
+            (2, vec![Value::U32(70)])
+        );
+    }
+    // The nodes' echoes change nothing.
+    e.update(0, 3, &upd(&k, vec![Value::U32(70)]), 3);
+    e.update(0, 2, &upd(&k, vec![Value::U32(7)]), 3);
+    assert_eq!(e.counters().ignored_output, 2);
+    assert!(!e.has_pending(1) && !e.has_pending(TOP));
+    let t = e.table_info("/t.agg").unwrap();
+    assert!(t.forwarded);
+    assert_eq!(t.sources.len(), 1);
+    assert_eq!(t.sources[0].name, "top");
+}
+
+#[test]
+fn no_ascend_and_no_feedback() {
+    let cols = &[("gpc0", 1, 0)];
+    let mut e = Engine::new(EngineConfig {
+        no_ascend: true,
+        ..cfg_intermediate()
+    });
+    e.peer_connected(9, "top", PeerRole::Up, 0);
+    intermediate_node(&mut e, 0, cols, 0);
+    e.update(0, 1, &upd(b"abcd", vec![Value::U32(3)]), 0);
+    assert!(e.outputs_for(9).is_empty());
+    assert!(!e.has_pending(9));
+    assert!(e.poll_updates(9, 10, 0).is_empty());
+    // It still expects (and relays) the upper level's totals.
+    assert_eq!(names(&e.take_announcements(9)), ["/t.agg"]);
+    assert_eq!(e.poll_updates(0, 10, 0)[0].values, vec![Value::U32(3)]);
+
+    let mut e = Engine::new(EngineConfig {
+        no_feedback: true,
+        ..cfg_intermediate()
+    });
+    e.peer_connected(9, "top", PeerRole::Up, 0);
+    intermediate_node(&mut e, 0, cols, 0);
+    e.update(0, 1, &upd(b"abcd", vec![Value::U32(3)]), 0);
+    assert_eq!(names(&e.outputs_for(0)), ["/t.agg"]);
+    assert!(e.poll_updates(0, 10, 0).is_empty());
+    assert_eq!(e.poll_updates(9, 10, 0)[0].values, vec![Value::U32(3)]);
+    e.table_defined(9, 1, &def(1, "/t.agg", KeyType::Ipv4, 4, 10_000, cols), 1);
+    e.update(9, 1, &upd(b"abcd", vec![Value::U32(30)]), 1);
+    let out = e.poll_updates(0, 10, 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].values, vec![Value::U32(30)]);
+}
+
+/// Two top levels (HA) feed the same forwarded key: the latest value
+/// received wins, is relayed unchanged (a rate re-based by the time it
+/// waited here) with its own remaining lifetime, and is never republished
+/// here; a contribution that lapses leaves the other one.
+#[test]
+fn forwarding_latest_value_in_virtual_time() {
+    let cols = &[("http_req_rate", 1, P), ("gpc0", 1, 0)];
+    let mut e = Engine::new(cfg_intermediate());
+    intermediate_node(&mut e, 0, cols, 0);
+    let fwd = def(7, "/t.agg", KeyType::Ipv4, 4, 10_000, cols);
+    for top in [8, 9] {
+        e.peer_connected(top, &format!("top{top}"), PeerRole::Up, 0);
+        assert_eq!(e.table_defined(top, 7, &fwd, 0), TableVerdict::Forwarded);
+    }
+    let k = [1, 1, 1, 1];
+    let timed = |values: Vec<Value>, expire: u32| Update {
+        expire: Some(expire),
+        ..upd(&k, values)
+    };
+    // top8 at 100, valid 5 s.
+    e.update(
+        8,
+        7,
+        &timed(vec![f(1_000, 5, 10), Value::U32(40)], 5_000),
+        100,
+    );
+    let out = e.poll_updates(0, 10, 600);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].table, 2);
+    assert_eq!(out[0].values, vec![f(1_500, 5, 10), Value::U32(40)]);
+    assert_eq!(out[0].expire, Some(4_500));
+    // No republish of a forwarded rate: the only deadline is the expiry.
+    assert_eq!(e.next_deadline(), Some(5_100));
+    // top9 at 700, valid 1 s: newer, so relayed although it is shorter.
+    e.update(9, 7, &timed(vec![f(0, 6, 10), Value::U32(41)], 1_000), 700);
+    let out = e.poll_updates(0, 10, 700);
+    assert_eq!(out[0].values, vec![f(0, 6, 10), Value::U32(41)]);
+    assert_eq!(out[0].expire, Some(1_000));
+    // Once it lapses, top8's value (still valid) is relayed again.
+    e.tick(1_700);
+    let out = e.poll_updates(0, 10, 1_700);
+    assert_eq!(out[0].values, vec![f(2_600, 5, 10), Value::U32(40)]);
+    assert_eq!(out[0].expire, Some(3_400));
+    assert_eq!(e.counters().expired, 1);
+    // top8 restarts and teaches nothing: its stale contribution goes, and
+    // with it the key (the nodes' copies expire by themselves).
+    e.peer_disconnected(8, 2_000);
+    e.peer_connected(8, "top8", PeerRole::Up, 2_100);
+    e.resync_finished(8, 2_200);
+    assert_eq!(e.counters().stale_dropped, 1);
+    assert!(e.poll_updates(0, 10, 2_200).is_empty());
+    assert_eq!(e.table_info("/t.agg").unwrap().entries, 0);
+}
+
+#[test]
+fn a_forwarded_table_of_another_shape_is_refused() {
+    let mut e = Engine::new(cfg_intermediate());
+    intermediate_node(&mut e, 0, &[("gpc0", 1, 0)], 0);
+    e.peer_connected(9, "top", PeerRole::Up, 0);
+    let other = def(1, "/t.agg", KeyType::Ipv4, 4, 10_000, &[("gpc1", 1, 0)]);
+    let TableVerdict::Refused { reason } = e.table_defined(9, 1, &other, 0) else {
+        panic!("accepted another shape");
+    };
+    assert!(
+        reason.contains("announced by /t (as /t.intermediate)"),
+        "{reason}"
+    );
+    e.update(9, 1, &upd(b"abcd", vec![Value::U32(1)]), 0);
+    assert_eq!(e.counters().ignored_refused, 1);
+}
+
+#[test]
+fn a_top_level_announces_its_outputs_to_down_peers() {
+    let cols = &[("gpc0", 1, 0)];
+    let mut e = Engine::new(cfg_top());
+    for d in [0, 1] {
+        e.peer_connected(d, &format!("mid{d}"), PeerRole::Down, 0);
+    }
+    // mid0 announces what it sends and what it expects back.
+    let inter = def(1, "/t.intermediate", KeyType::Ipv4, 4, 10_000, cols);
+    let agg = def(2, "/t.agg", KeyType::Ipv4, 4, 10_000, cols);
+    assert_eq!(e.take_announcements(0).len(), 0);
+    assert_eq!(e.table_defined(0, 2, &agg, 0), TableVerdict::Output);
+    assert!(matches!(
+        e.table_defined(0, 1, &inter, 0),
+        TableVerdict::Input { .. }
+    ));
+    // Every down peer learns the output's definition, mid1 before it
+    // declared anything (so it can wire its nodes to it).
+    assert_eq!(names(&e.take_announcements(0)), ["/t.agg"]);
+    assert_eq!(names(&e.take_announcements(1)), ["/t.agg"]);
+    e.update(0, 1, &upd(b"abcd", vec![Value::U32(5)]), 1);
+    assert_eq!(e.poll_updates(0, 10, 1)[0].values, vec![Value::U32(5)]);
+    // mid1 gets the totals once it declares the table.
+    assert!(!e.has_pending(1));
+    e.table_defined(1, 4, &agg, 2);
+    e.table_defined(1, 3, &inter, 2);
+    e.update(1, 3, &upd(b"abcd", vec![Value::U32(6)]), 2);
+    assert_eq!(e.poll_updates(1, 10, 2)[0].values, vec![Value::U32(11)]);
+}
+
+/// `group`: replicas count once per key (the largest value of each summed
+/// element, for a rate the largest window), different groups and ungrouped
+/// peers are summed; maxima are unchanged.
+#[test]
+fn groups_count_replicas_once() {
+    let cols = &[
+        ("gpc0", 1, 0),
+        ("conn_cnt", 1, 0),
+        ("gpt0", 1, 0),
+        ("http_req_rate", 1, P),
+        ("bytes_in_cnt", 1, 0),
+    ];
+    let inter = def(1, "/t.intermediate", KeyType::Ipv4, 4, 0, cols);
+    let agg = def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols);
+    let v = |gpc0: u32, conn: u32, gpt: u32, rate: FreqCtr, bytes: u64| {
+        vec![
+            Value::U32(gpc0),
+            Value::U32(conn),
+            Value::U32(gpt),
+            Value::Freq(rate),
+            Value::U64(bytes),
+        ]
+    };
+    let r = |curr: u32| FreqCtr {
+        elapsed: 0,
+        curr,
+        prev: 0,
+    };
+    let run = |groups: [Option<u32>; 4]| {
+        let mut e = Engine::new(cfg_top());
+        for (d, g) in groups.into_iter().enumerate() {
+            e.peer_connected(d, &format!("mid{d}"), PeerRole::Down, 0);
+            e.set_group(d, g);
+            e.table_defined(d, 1, &inter, 0);
+            e.table_defined(d, 2, &agg, 0);
+        }
+        let k = b"abcd";
+        e.update(0, 1, &upd(k, v(10, 3, 1, r(100), 7)), 0);
+        e.update(1, 1, &upd(k, v(12, 1, 4, r(90), 9)), 0);
+        e.update(2, 1, &upd(k, v(5, 5, 2, r(20), 1)), 0);
+        e.update(3, 1, &upd(k, v(7, 7, 3, r(30), 2)), 0);
+        e.poll_updates(0, 10, 0).remove(0).values
+    };
+    let read = |v: &Value| freq_of(v).read_after(0, P);
+    // mid0 and mid1 replicas (group 1), mid2 alone, mid3 in group 2.
+    let out = run([Some(1), Some(1), None, Some(2)]);
+    assert_eq!(out[0], Value::U32(12 + 5 + 7), "gpc0: largest of the group");
+    assert_eq!(
+        out[1],
+        Value::U32(3 + 5 + 7),
+        "conn_cnt: element by element"
+    );
+    assert_eq!(out[2], Value::U32(4), "gpt0: the maximum anyway");
+    assert_eq!(read(&out[3]), 100 + 20 + 30, "rate: the largest window");
+    assert_eq!(out[4], Value::U64(9 + 1 + 2));
+    // Without groups everything is summed (replicas counted twice).
+    let out = run([None; 4]);
+    assert_eq!(out[0], Value::U32(34));
+    assert_eq!(read(&out[3]), 240);
+    // One group of four: the largest of each element.
+    let out = run([Some(u32::MAX); 4]);
+    assert_eq!(out[0], Value::U32(12));
+    assert_eq!(out[1], Value::U32(7));
+    assert_eq!(read(&out[3]), 100);
+}
+
+/// The group member with the largest window is chosen at each instant:
+/// a replica that stopped (its window decays) gives way to a live one.
+#[test]
+fn grouped_rates_follow_the_largest_window_over_time() {
+    let cols = &[("http_req_rate", 1, P)];
+    let inter = def(1, "/t.intermediate", KeyType::Ipv4, 4, 0, cols);
+    let mut e = Engine::new(cfg_top());
+    for d in [0, 1] {
+        e.peer_connected(d, &format!("mid{d}"), PeerRole::Down, 0);
+        e.set_group(d, Some(1));
+        e.table_defined(d, 1, &inter, 0);
+    }
+    e.table_defined(0, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0);
+    let k = b"abcd";
+    // mid0's last word at 0 (it went away); mid1 keeps reporting.
+    e.update(0, 1, &upd(k, vec![f(0, 50, 0)]), 0);
+    e.update(1, 1, &upd(k, vec![f(0, 40, 0)]), 0);
+    let at = |e: &mut Engine, now: u64| {
+        e.tick(now);
+        freq_of(&e.key_info("/t.agg", k, now, false).unwrap().values[0]).read_after(0, P)
+    };
+    assert_eq!(at(&mut e, 0), 50);
+    e.update(1, 1, &upd(k, vec![f(5_000, 10, 40)]), 15_000);
+    // mid0's window: 50 × 5/10 = 25; mid1's: 40 × 5/10 + 10 = 30.
+    assert_eq!(at(&mut e, 15_000), 30);
+}
+
+/// A middle level of a chain (`from .intermediate to .regional`, `forward
+/// .agg`, with both `up` and `down` peers): sums its down peers up, relays
+/// the top's totals down, announces forwarded tables (not its outputs) down.
+#[test]
+fn a_middle_level_of_a_chain() {
+    let cols = &[("gpc0", 1, 0)];
+    let mut e = Engine::new(EngineConfig {
+        from: Some(".intermediate".into()),
+        to: ".regional".into(),
+        forward: vec![".agg".into()],
+        ..EngineConfig::default()
+    });
+    let (low, top) = (0, 1);
+    e.peer_connected(low, "low", PeerRole::Down, 0);
+    e.peer_connected(top, "top", PeerRole::Up, 0);
+    let d = |id, name| def(id, name, KeyType::Ipv4, 4, 10_000, cols);
+    assert_eq!(
+        e.table_defined(low, 2, &d(2, "/t.agg"), 0),
+        TableVerdict::Output
+    );
+    assert_eq!(
+        e.table_defined(low, 1, &d(1, "/t.intermediate"), 0),
+        TableVerdict::Input {
+            output: "/t.regional".into()
+        }
+    );
+    assert_eq!(names(&e.take_announcements(top)), ["/t.regional", "/t.agg"]);
+    assert_eq!(names(&e.take_announcements(low)), ["/t.agg"]);
+    e.update(low, 1, &upd(b"abcd", vec![Value::U32(4)]), 1);
+    let up = e.poll_updates(top, 10, 1);
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].values, vec![Value::U32(4)]);
+    assert!(
+        e.poll_updates(low, 10, 1).is_empty(),
+        "outputs do not go down"
+    );
+    assert_eq!(
+        e.table_defined(top, 3, &d(3, "/t.agg"), 2),
+        TableVerdict::Forwarded
+    );
+    e.update(top, 3, &upd(b"abcd", vec![Value::U32(40)]), 2);
+    let down = e.poll_updates(low, 10, 2);
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0].values, vec![Value::U32(40)]);
+    assert!(
+        e.poll_updates(top, 10, 2).is_empty(),
+        "forwarded tables never go up"
     );
 }
 

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct TableInfo {
     /// Our table id on the wire.
     pub id: u64,
+    /// A forwarded table (relayed from `up` peers; `input` = `output`).
+    pub forwarded: bool,
     pub input: String,
     pub output: String,
     /// The output definition (same shape as the input).
@@ -143,6 +145,7 @@ impl Engine {
         }
         TableInfo {
             id: t.id,
+            forwarded: t.forward,
             input: t.input.clone(),
             output: t.output.clone(),
             def: t.out_def.clone(),

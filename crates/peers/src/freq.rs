@@ -96,9 +96,19 @@ impl FreqCtr {
         if period == 0 {
             return Window::default();
         }
+        // Rotate on `remain <= 0` (HAProxy's read uses `< 0`): at exactly a
+        // period boundary both give the same total, but only this one gives
+        // the slope of the period that starts, which is what the sum will
+        // do next. At exactly 2P the counter contributes nothing any more.
+        let p = period as i64;
         let e = self.elapsed_signed() + since_ms;
-        let (past, cur, remain) = rotate(e, self.curr, self.prev, period);
-        if remain < 0 || (past == 0 && cur == 0) {
+        let (mut past, mut cur, mut remain) = (self.prev as u64, self.curr as u64, p - e);
+        if remain <= 0 {
+            remain += p;
+            past = if remain > 0 { cur } else { 0 };
+            cur = 0;
+        }
+        if remain <= 0 || (past == 0 && cur == 0) {
             return Window::default();
         }
         Window {
@@ -189,6 +199,22 @@ mod tests {
             prev: 0,
         };
         assert_eq!(idle.window_after(0, 10_000), Window::default());
+    }
+
+    #[test]
+    fn window_slope_at_period_boundaries_looks_forward() {
+        let c = FreqCtr {
+            elapsed: 0,
+            curr: 11,
+            prev: 4,
+        };
+        // At exactly P: same total as HAProxy's read, the slope of what comes.
+        let w = c.window_after(10_000, 10_000);
+        assert_eq!(w.total / 10_000, c.read_after(10_000, 10_000) as u128);
+        assert_eq!(w.slope, 11);
+        // At exactly 2P: nothing left, nothing leaving.
+        assert_eq!(c.window_after(20_000, 10_000), Window::default());
+        assert_eq!(c.window_after(19_999, 10_000).slope, 11);
     }
 
     #[test]

@@ -15,6 +15,7 @@ The following commands are valid at this level:
   show tables                       : every input table and the output it feeds
   show table <name> [key <k>] [detail] : aggregated entries (detail: each source's contribution)
   show info                         : version, uptime, pid, peers, tables, entries, memory
+  clear table <name> [key <k>]      : drop the aggregated state of a table or of one key
   reload                            : re-read the configuration file (like SIGHUP)
 ";
 
@@ -33,6 +34,7 @@ impl Hub {
             ["show", "tables"] => self.show_tables(),
             ["show", "info"] => self.show_info(),
             ["show", "table", name, rest @ ..] => self.show_table(name, rest),
+            ["clear", "table", name, rest @ ..] => self.clear_table(name, rest),
             ["reload"] => self.reload(),
             _ => format!("Unknown command: '{line}'\n{HELP}"),
         }
@@ -278,6 +280,42 @@ impl Hub {
                 }
             }
             return out;
+        }
+        format!("No such table: {name}\n")
+    }
+
+    /// `clear table <name> [key <k>]`: drops stickagg's aggregated state
+    /// (the nodes' `.agg` entries expire by themselves, and each node's next
+    /// update brings its own value back).
+    fn clear_table(&mut self, name: &str, rest: &[&str]) -> String {
+        let key = match rest {
+            [] => None,
+            ["key", k] => Some(*k),
+            _ => return "Usage: clear table <name> [key <k>]\n".into(),
+        };
+        let slash = format!("/{name}");
+        for s in self.sections.iter_mut().filter(|s| !s.removed) {
+            let Some((table, def)) = [name, slash.as_str()]
+                .iter()
+                .find_map(|n| s.engine.table_info(n).map(|t| (n.to_string(), t.def)))
+            else {
+                continue;
+            };
+            let kb = match key {
+                Some(k) => match parse_key(def.key_type, def.key_len, k) {
+                    Some(kb) => Some(kb),
+                    None => {
+                        return format!("Invalid key '{k}' for a {} table.\n", def.key_type.name())
+                    }
+                },
+                None => None,
+            };
+            let n = s.engine.clear(&table, kb.as_deref()).unwrap_or(0);
+            tracing::info!(
+                "clear table {table}{}: {n} entries dropped",
+                key.map_or(String::new(), |k| format!(" key {k}"))
+            );
+            return String::new();
         }
         format!("No such table: {name}\n")
     }

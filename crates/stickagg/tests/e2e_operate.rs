@@ -361,3 +361,99 @@ fn logs_to_a_file_in_json() {
         );
     }
 }
+
+#[test]
+fn changed_table_definition_and_clear_table() {
+    if require_haproxy(Version::V30).is_none() {
+        return;
+    }
+    let net = Net::new(124);
+    let agg = net.addr(2, PEERS_PORT);
+    let sa = Stickagg::start(&agg_config(net, &[1, 2], ""));
+    let mut nodes: Vec<Node> = (1..=2)
+        .map(|i| start_node(Version::V30, net, i, agg, &spec()))
+        .collect();
+    let c = net.ip(52);
+    let key = c.to_string();
+    http_get(nodes[0].http, c, "/").unwrap();
+    http_get(nodes[1].http, c, "/").unwrap();
+    wait_value(
+        &[&nodes[0], &nodes[1]],
+        "mypeers/request_rates.agg",
+        &key,
+        "http_req_cnt",
+        2,
+    );
+
+    // `clear table` drops stickagg's state for a key; a node's next update
+    // brings its own (absolute) value back.
+    assert_eq!(
+        sa.cmd(&format!("clear table request_rates.agg key {key}")),
+        ""
+    );
+    assert!(
+        sa.cmd("show table request_rates.agg").lines().count() == 1,
+        "cleared"
+    );
+    http_get(nodes[0].http, c, "/").unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "node 1's value back in stickagg",
+        || {
+            let t = parse_show_table(&sa.cmd("show table request_rates.agg"));
+            (t.len() == 1 && t[0].get_u64("http_req_cnt") == Some(2))
+                .then_some(())
+                .ok_or(t)
+        },
+    );
+
+    // The nodes are reloaded one after the other with a new `store` list:
+    // stickagg adopts it without a restart once no node feeds the old one.
+    let tables = "
+table request_rates type ip size 100k expire 30s store http_req_cnt,gpc0,http_req_rate(2s)
+table request_rates.agg type ip size 100k expire 30s store http_req_cnt,gpc0,http_req_rate(2s)";
+    let rules =
+        "http-request track-sc0 src table mypeers/request_rates\nhttp-request sc-inc-gpc0(0)";
+    let new_spec = NodeSpec {
+        tables,
+        rules,
+        agg_name: "gpe",
+    };
+    for i in 0..2 {
+        nodes[i].haproxy.kill();
+        nodes[i] = start_node(Version::V30, net, i as u8 + 1, agg, &new_spec);
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "the new definition in stickagg",
+        || {
+            let t = sa.cmd("show tables");
+            t.contains("store=gpc0,http_req_cnt,http_req_rate(2000)")
+                .then_some(())
+                .ok_or(t)
+        },
+    );
+    for _ in 0..2 {
+        http_get(nodes[0].http, c, "/").unwrap();
+    }
+    http_get(nodes[1].http, c, "/").unwrap();
+    wait_value(
+        &[&nodes[0], &nodes[1]],
+        "mypeers/request_rates.agg",
+        &key,
+        "gpc0",
+        3,
+    );
+    wait_value(
+        &[&nodes[0], &nodes[1]],
+        "mypeers/request_rates.agg",
+        &key,
+        "http_req_cnt",
+        3,
+    );
+    assert!(
+        sa.log().contains("now follows the definition announced by"),
+        "{}",
+        sa.log()
+    );
+}

@@ -72,6 +72,7 @@
 //! the largest value (for a rate, the largest window total); different
 //! groups and ungrouped peers are summed (`table::representatives`).
 
+mod admin;
 mod intern;
 mod mapping;
 mod table;
@@ -167,6 +168,8 @@ pub struct OutUpdate {
 pub struct EngineCounters {
     /// Input updates stored.
     pub updates: u64,
+    /// Tables whose definition was replaced by a new one from the nodes.
+    pub reshaped: u64,
     /// Updates for a table id not defined on the peer's current connection,
     /// or from a peer that never connected.
     pub ignored_unknown: u64,
@@ -223,6 +226,11 @@ struct PeerState {
     epoch: u64,
     /// Remote table id → meaning, for the current connection only.
     bindings: Vec<(u64, Binding)>,
+    /// Definitions refused on the current connection (remote id, def): if
+    /// the table later adopts that shape, they are bound without waiting
+    /// for a DEFINE HAProxy would not repeat (it re-announces a table only
+    /// when it switches tables).
+    refused: Vec<(u64, Arc<TableDef>)>,
     /// Kept across reconnects: a node's configuration rarely changes, and
     /// its next teach re-declares them anyway.
     wants: Vec<Want>,
@@ -346,6 +354,7 @@ impl Engine {
             connected: false,
             epoch,
             bindings: Vec::new(),
+            refused: Vec::new(),
             wants: Vec::new(),
             cursors: Vec::new(),
             sends: Vec::new(),
@@ -358,6 +367,7 @@ impl Engine {
         p.connected = true;
         p.epoch = epoch;
         p.bindings.clear();
+        p.refused.clear();
         p.cursors.clear();
         p.announced = 0;
         self.refresh_sends(Some(peer));
@@ -389,6 +399,7 @@ impl Engine {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.connected = false;
             p.bindings.clear();
+            p.refused.clear();
         }
     }
 
@@ -477,6 +488,13 @@ impl Engine {
         output: String,
         forward: bool,
     ) -> TableVerdict {
+        // A definition of another shape replaces the table's once no other
+        // connected peer still feeds the old one (decided before borrowing).
+        let reshape = self.by_output.get(&output).is_some_and(|&t| {
+            !forward
+                && !self.tables[t as usize].shape.same_shape(def)
+                && !self.shape_in_use(t, peer)
+        });
         let Some(p) = self.peers.get_mut(&peer) else {
             return TableVerdict::Ignored;
         };
@@ -488,6 +506,18 @@ impl Engine {
                 p.bind(remote_id, Binding::Ignored);
                 let reason = format!("{output} is both an output and a forwarded table here");
                 return self.note(peer, &def.name, reason);
+            }
+            Some(&t) if reshape => {
+                // No connected peer feeds the old shape any more (the nodes
+                // were reloaded with a new definition): adopt the new one.
+                let by = p.name.clone();
+                p.bind(remote_id, Binding::Input { table: t, expire });
+                tracing::info!(
+                    "table {output} now follows the definition announced by {by} ({} {})",
+                    def.key_type.name(),
+                    crate::show::format_types(def)
+                );
+                self.reshape(t, def, by);
             }
             Some(&t) => {
                 let table = &mut self.tables[t as usize];
@@ -501,6 +531,8 @@ impl Engine {
                         self.counters.refused_defs += 1;
                     }
                     p.bind(remote_id, Binding::Refused);
+                    p.refused.retain(|r| r.0 != remote_id);
+                    p.refused.push((remote_id, def.clone()));
                     return TableVerdict::Refused { reason };
                 }
                 p.bind(remote_id, Binding::Input { table: t, expire });

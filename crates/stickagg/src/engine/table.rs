@@ -402,6 +402,19 @@ impl Table {
         self.index.len()
     }
 
+    /// Removes every key (or the one given) with all its contributions,
+    /// timers and pending changes. Returns how many keys went.
+    pub(super) fn clear(&mut self, ctx: &mut Ctx, key: Option<&[u8]>) -> usize {
+        let slots: Vec<u32> = match key {
+            Some(k) => self.index.get(k).copied().into_iter().collect(),
+            None => self.index.values().copied().collect(),
+        };
+        for &slot in &slots {
+            self.remove_key(ctx, slot);
+        }
+        slots.len()
+    }
+
     pub(super) fn entry(&self, slot: u32) -> Option<&KeyEntry> {
         self.slab.get(slot as usize)?.as_ref()
     }

@@ -1417,3 +1417,88 @@ proptest! {
         let _ = e.keys("/t", now, true, 100);
     }
 }
+
+#[test]
+fn clear_drops_a_key_or_a_whole_table() {
+    let mut h = H::new(2, counters_def());
+    h.send(0, b"\x0a\0\0\x01", counters(1, 1, 0, 1), 1);
+    h.send(1, b"\x0a\0\0\x01", counters(2, 1, 0, 1), 1);
+    h.send(0, b"\x0a\0\0\x02", counters(3, 1, 0, 1), 1);
+    assert_eq!(h.e.clear("/t.agg", Some(b"\x0a\0\0\x01")), Some(1));
+    assert!(h.agg(b"\x0a\0\0\x01", 2).is_none());
+    assert!(h.agg(b"\x0a\0\0\x02", 2).is_some());
+    // A node's next update brings its own value back.
+    h.send(1, b"\x0a\0\0\x01", counters(2, 1, 0, 1), 3);
+    assert_eq!(h.agg(b"\x0a\0\0\x01", 3).unwrap()[0], Value::U32(2));
+    assert_eq!(h.e.clear("/t", None), Some(2));
+    assert_eq!(h.e.table_info("/t.agg").unwrap().entries, 0);
+    assert_eq!(h.e.clear("/nope", None), None);
+}
+
+#[test]
+fn a_new_definition_is_adopted_once_no_connected_peer_feeds_the_old_one() {
+    let old = def(
+        IN,
+        "/t",
+        KeyType::Ipv4,
+        4,
+        30_000,
+        &[("http_req_cnt", 1, 0)],
+    );
+    let new = def(
+        IN,
+        "/t",
+        KeyType::Ipv4,
+        4,
+        60_000,
+        &[("gpc0", 1, 0), ("http_req_cnt", 1, 0)],
+    );
+    let mut h = H::new(2, old);
+    h.send(0, b"\x0a\0\0\x01", vec![Value::U32(4)], 1);
+    // Node 0 reloads with the new definition while node 1 still feeds the
+    // old one: refused.
+    h.e.peer_disconnected(0, 2);
+    h.e.peer_connected(0, "lb0", PeerRole::Node, 3);
+    assert!(matches!(
+        h.e.table_defined(0, IN, &new, 3),
+        TableVerdict::Refused { .. }
+    ));
+    // Node 1 reloads too: the first new definition it (or node 0) sends is
+    // adopted, the old entries are dropped, the output keeps its id.
+    h.e.peer_disconnected(1, 4);
+    h.e.peer_connected(1, "lb1", PeerRole::Node, 5);
+    assert_eq!(
+        h.e.table_defined(1, IN, &new, 5),
+        TableVerdict::Input {
+            output: "/t.agg".into()
+        }
+    );
+    assert_eq!(h.e.counters().reshaped, 1);
+    let t = h.e.table_info("/t.agg").unwrap();
+    assert_eq!(
+        (t.entries, t.def.columns.len(), t.def.expire),
+        (0, 2, Some(60_000))
+    );
+    assert_eq!(t.id, 1);
+    // Node 0, refused earlier on its live connection with what is now the
+    // shape, is bound at once: HAProxy would not announce the table again.
+    h.e.update(
+        0,
+        IN,
+        &upd(b"k\0\0\0", vec![Value::U32(1), Value::U32(5)]),
+        6,
+    );
+    h.e.update(
+        1,
+        IN,
+        &upd(b"k\0\0\0", vec![Value::U32(2), Value::U32(6)]),
+        6,
+    );
+    assert_eq!(
+        h.agg(b"k\0\0\0", 6).unwrap(),
+        vec![Value::U32(3), Value::U32(11)]
+    );
+    // Every peer that wants the output gets the new definition.
+    let outs = h.e.outputs_for(0);
+    assert_eq!(outs[0].columns.len(), 2);
+}

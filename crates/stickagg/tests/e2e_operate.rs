@@ -457,3 +457,41 @@ table request_rates.agg type ip size 100k expire 30s store http_req_cnt,gpc0,htt
         sa.log()
     );
 }
+
+#[test]
+fn stalled_stats_clients_never_stall_the_engine() {
+    if require_haproxy(Version::V30).is_none() {
+        return;
+    }
+    let net = Net::new(125);
+    let agg = net.addr(2, PEERS_PORT);
+    let sa = Stickagg::start(&agg_config(net, &[1, 2], ""));
+    let nodes: Vec<Node> = (1..=2)
+        .map(|i| start_node(Version::V30, net, i, agg, &spec()))
+        .collect();
+    // Clients that connect and say nothing, one in interactive mode, and
+    // one that asks for a lot and never reads the answer.
+    let mut idle: Vec<UnixStream> = (0..5)
+        .map(|_| UnixStream::connect(sa.sock()).unwrap())
+        .collect();
+    idle[0].write_all(b"prompt\n").unwrap();
+    let mut greedy = UnixStream::connect(sa.sock()).unwrap();
+    for _ in 0..200 {
+        let _ = greedy.write_all(b"prompt\nshow peers; show tables; show info; help\n");
+    }
+    let c = net.ip(53);
+    for round in 1..=3u64 {
+        http_get(nodes[0].http, c, "/").unwrap();
+        http_get(nodes[1].http, c, "/").unwrap();
+        wait_value(
+            &[&nodes[0], &nodes[1]],
+            "mypeers/request_rates.agg",
+            &c.to_string(),
+            "http_req_cnt",
+            2 * round,
+        );
+    }
+    // Other clients are still answered.
+    assert!(sa.cmd("show info").contains("Peers_up: 2"));
+    drop((idle, greedy));
+}

@@ -419,9 +419,9 @@ table request_rates.agg type ip size 100k expire 30s store http_req_cnt,gpc0,htt
         rules,
         agg_name: "gpe",
     };
-    for i in 0..2 {
-        nodes[i].haproxy.kill();
-        nodes[i] = start_node(Version::V30, net, i as u8 + 1, agg, &new_spec);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.haproxy.kill();
+        *node = start_node(Version::V30, net, i as u8 + 1, agg, &new_spec);
     }
     wait_for(
         Duration::from_secs(5),

@@ -258,7 +258,14 @@ impl Cluster {
             &format!("{client} -> {want:?} in {table} on {}", self.nodes[n].name),
             || match self.stored(n, table, client) {
                 Some(got) if got == want => Ok(()),
-                other => Err(other),
+                // Say what the node has in .agg too: it tells a wrong total
+                // from a wrong copy.
+                other => Err(format!(
+                    "{other:?} (in .agg: {:?}; stickagg: {})",
+                    self.stored(n, "mypeers/sessions.agg", client),
+                    self.sa
+                        .cmd(&format!("show table sessions.agg key {client} detail"))
+                )),
             },
         );
     }

@@ -792,7 +792,9 @@ impl Engine {
             };
             let (s, slot, t) = next[i];
             let table = &tables[t];
-            if let Some(e) = table.entry(slot).filter(|e| e.has_live(now)) {
+            let live = table.entry(slot).filter(|e| e.has_live(now));
+            if let Some(e) = live.filter(|e| !table.no_choice_for_contributor(e, peer as u32, now))
+            {
                 let mut values = Vec::with_capacity(table.layout.slots.len());
                 let expire = table.aggregate(e, now, &self.dict, &mut values);
                 out.push(OutUpdate {

@@ -484,6 +484,28 @@ impl Table {
         true
     }
 
+    /// Whether `e` holds no server choice at all (every `Latest` element
+    /// unset) while `source` contributes to it. Such an aggregate must not be
+    /// echoed to that source: a node pushes a new entry (from a `track-sc`)
+    /// before its `stick` rule stores the server, and our "no server" could
+    /// arrive after that store; a `write-to` table would copy `server_id` 0
+    /// over the node's own choice, and HAProxy would push that, coalesced,
+    /// in place of the real one.
+    pub(super) fn no_choice_for_contributor(&self, e: &KeyEntry, source: u32, now: u64) -> bool {
+        let width = self.layout.width;
+        let mut latest = self
+            .layout
+            .slots
+            .iter()
+            .filter(|s| is_latest(s.storage, s.combine))
+            .peekable();
+        if latest.peek().is_none() {
+            return false;
+        }
+        latest.all(|s| pick_latest(s, e.live(width, s.off, now)).is_none())
+            && e.live(width, 0, now).any(|(h, _)| h.source == source)
+    }
+
     /// Each `Latest` element's current choice for `key` at `now`: element
     /// index, value and the source that wrote it (elements no source set
     /// are left out). For the debug log of replaced choices.

@@ -1502,3 +1502,44 @@ fn a_new_definition_is_adopted_once_no_connected_peer_feeds_the_old_one() {
     let outs = h.e.outputs_for(0);
     assert_eq!(outs[0].columns.len(), 2);
 }
+
+#[test]
+fn no_server_is_not_echoed_to_the_node_that_sent_it() {
+    let mixed = def(
+        IN,
+        "/sessions",
+        KeyType::Ipv4,
+        4,
+        0,
+        &[
+            ("server_id", 1, 0),
+            ("http_req_cnt", 1, 0),
+            ("server_key", 1, 0),
+        ],
+    );
+    let mut h = H::new(2, mixed);
+    let k = [10, 0, 0, 7];
+    // A track-sc creates the entry before the stick rule stores a server.
+    h.send(
+        0,
+        &k,
+        vec![Value::ServerId(0), Value::U32(1), Value::Dict(None)],
+        1,
+    );
+    assert!(
+        h.drain(0, 1).is_empty(),
+        "no 'no server' back to its sender"
+    );
+    assert_eq!(h.drain(1, 1).len(), 1, "the others get the counter");
+    // Once a server is chosen, everyone gets the entry, the sender included.
+    let s2 = Value::Dict(Some(Bytes::from_static(b"s2")));
+    h.send(
+        0,
+        &k,
+        vec![Value::ServerId(2), Value::U32(1), s2.clone()],
+        2,
+    );
+    let back = h.drain(0, 2);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].values, vec![Value::ServerId(2), Value::U32(1), s2]);
+}

@@ -13,3 +13,4 @@ pub mod reload;
 pub mod server;
 pub mod show;
 pub mod stats;
+pub mod tls;

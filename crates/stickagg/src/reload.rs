@@ -45,6 +45,8 @@ impl Hub {
             }
         }
         let mut bound = Vec::new();
+        // PEM files are read again (certificates renewed on disk).
+        self.tls_clients.clear();
         for a in &wanted {
             let live = self
                 .listeners
@@ -54,19 +56,30 @@ impl Hub {
             if live {
                 continue;
             }
+            let tls = match crate::tls::listener_config(&new, *a) {
+                Ok(t) => t,
+                Err(e) => {
+                    error!("reload failed: {e}; the running configuration is kept");
+                    return format!("Reload failed: {e}\n");
+                }
+            };
             match bind(*a) {
-                Ok(l) => bound.push((*a, l)),
+                Ok(l) => bound.push((*a, l, tls)),
                 Err(e) => {
                     error!("reload failed: cannot listen on {a}: {e}; the running configuration is kept");
                     return format!("Reload failed: cannot listen on {a}: {e}\n");
                 }
             }
         }
-        for (a, l) in bound {
+        for (a, l, tls) in bound {
             let idx = self.listeners.len();
             self.listeners.push(a);
-            self.listener_tasks
-                .push(Some(net::spawn_listener(idx, l, self.events_tx.clone())));
+            self.listener_tasks.push(Some(net::spawn_listener(
+                idx,
+                l,
+                tls,
+                self.events_tx.clone(),
+            )));
             info!("listening for peers on {a}");
             changes.push(format!("listening on {a}"));
         }

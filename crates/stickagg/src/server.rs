@@ -31,6 +31,16 @@ const MAX_INFLIGHT: usize = 256 * 1024;
 const PUMP_BATCH: usize = 256;
 /// Net events handled before pumping updates out (fairness vs. batching).
 const EVENT_BATCH: usize = 512;
+/// Concurrent peer connections (incoming and outgoing) when the
+/// configuration has no `maxconn`: beyond, new incoming connections are
+/// closed at once.
+pub const DEFAULT_MAXCONN: usize = 10_000;
+/// Entries per aggregated table when the configuration has no
+/// `max-entries` (enforced by the engine: new keys beyond are dropped).
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000_000;
+/// Names a section accepts through `dynamic-peers` (each is kept for the
+/// life of the process): beyond, new names are refused with 504.
+pub const MAX_DYNAMIC_PEERS: usize = 10_000;
 
 /// Runs the aggregator until SIGINT/SIGTERM.
 pub fn run(config: Config, _args: Args) -> ExitCode {
@@ -82,6 +92,51 @@ pub struct PeerStats {
     pub updates_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+/// Connections ended by a limit or refused before they were identified
+/// (no peer to count them on), for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct LimitStats {
+    /// Incoming connections closed at once: `maxconn` connections were open.
+    pub maxconn_refused: u64,
+    /// Connections closed because the hello was not complete within 5 s.
+    pub hello_timeouts: u64,
+    /// Connections closed because a hello line exceeded 512 bytes.
+    pub hello_too_long: u64,
+    /// Hellos answered with a non-200 status (501–504).
+    pub hello_refused: u64,
+    /// New `dynamic-peers` names refused (504): `MAX_DYNAMIC_PEERS` reached.
+    pub dynamic_refused: u64,
+    maxconn_log: RateLimit,
+    dynamic_log: RateLimit,
+}
+
+/// One log line per second at most, counting the ones not written.
+#[derive(Debug, Default, Clone)]
+struct RateLimit {
+    last: Option<u64>,
+    unlogged: u64,
+}
+
+impl RateLimit {
+    /// `Some(n)`: log now, mentioning the `n` occurrences not logged since
+    /// the last line; `None`: stay silent.
+    fn check(&mut self, now: u64) -> Option<u64> {
+        if self.last.is_some_and(|t| now < t + 1000) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+fn more_since(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(" ({n} more refused since the last report)"),
+    }
 }
 
 /// A peer of a section, configured or dynamic. Its index is its engine
@@ -205,6 +260,10 @@ pub struct Hub {
     /// When the first update not yet pushed was received.
     change_since: Option<std::time::Instant>,
     pid: u32,
+    /// TLS client configurations of outgoing connections (`peer … ssl`).
+    pub tls_clients: crate::tls::ClientCache,
+    /// Limits enforced (see [`LimitStats`]).
+    pub limits: LimitStats,
 }
 
 pub(crate) fn engine_config(s: &config::Section) -> EngineConfig {
@@ -247,11 +306,25 @@ impl Hub {
         }
         let mut listener_tasks = Vec::new();
         for (i, addr) in listeners.iter().enumerate() {
+            let tls = crate::tls::listener_config(&config, *addr)?;
             let sock = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            info!("listening for peers on {addr}");
-            listener_tasks.push(Some(net::spawn_listener(i, sock, events_tx.clone())));
+            let with = if tls.is_some() { " (TLS)" } else { "" };
+            info!("listening for peers on {addr}{with}");
+            listener_tasks.push(Some(net::spawn_listener(i, sock, tls, events_tx.clone())));
+        }
+        // Every peer's TLS settings load now, or stickagg does not start.
+        let mut tls_clients = crate::tls::ClientCache::default();
+        for s in &config.sections {
+            for p in s.remote_peers().filter(|p| p.addr.is_some()) {
+                if let Some(o) = &p.tls {
+                    tls_clients
+                        .get(o)
+                        .and_then(|_| crate::tls::peer_server_name(&p.name))
+                        .map_err(|e| format!("TLS of peer '{}' (line {}): {e}", p.name, p.line))?;
+                }
+            }
         }
         if let Some(sock) = &config.global.stats_socket {
             stats::spawn(sock, stats_tx)
@@ -280,6 +353,8 @@ impl Hub {
             push_delay: crate::metrics::push_delay_histogram(),
             change_since: None,
             pid: std::process::id(),
+            tls_clients,
+            limits: LimitStats::default(),
         })
     }
 
@@ -409,18 +484,32 @@ impl Hub {
                 if p.conn.is_some() || p.connecting || now < p.next_connect {
                     continue;
                 }
+                let tls = match s.cfg.peer(&p.name).and_then(|c| c.tls.as_ref()) {
+                    None => None,
+                    Some(o) => match self.tls_clients.get(o).and_then(|config| {
+                        let name = crate::tls::peer_server_name(&p.name)?;
+                        Ok(net::ConnectTls { config, name })
+                    }) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            error!("TLS of peer '{}': {e}; next try in 10 s", p.name);
+                            p.next_connect = now + 10_000;
+                            continue;
+                        }
+                    },
+                };
                 p.connecting = true;
                 p.stats.connects += 1;
                 p.stats.last_connect = Some(now);
                 debug!("connecting to peer {} at {addr}", p.name);
-                net::spawn_connect(si, pi, addr, source, self.events_tx.clone());
+                net::spawn_connect(si, pi, addr, source, tls, self.events_tx.clone());
             }
         }
     }
 
     fn new_conn(
         &mut self,
-        stream: tokio::net::TcpStream,
+        stream: net::PeerStream,
         remote: SocketAddr,
         session: Session,
         incoming: Option<usize>,
@@ -451,6 +540,12 @@ impl Hub {
                 stream,
                 remote,
             } => {
+                let max = self.config.global.maxconn.unwrap_or(DEFAULT_MAXCONN);
+                if self.conns.len() >= max {
+                    drop(stream);
+                    self.refused_maxconn(remote, max, now);
+                    return;
+                }
                 let session = Session::new(Role::Accept, SessionConfig::default(), now);
                 self.new_conn(stream, remote, session, Some(listener), None);
             }
@@ -473,9 +568,7 @@ impl Hub {
                     caller: s.cfg.local_name().to_string(),
                     pid: self.pid,
                 };
-                let remote = stream
-                    .peer_addr()
-                    .unwrap_or_else(|_| p.addr.expect("connected peers have an address"));
+                let remote = stream.remote;
                 let session = Session::new(role, SessionConfig::default(), now);
                 let id = self.new_conn(stream, remote, session, None, Some((section, peer)));
                 self.sections[section].peers[peer].conn = Some(id);
@@ -495,6 +588,13 @@ impl Hub {
                 // node coming up is joined within about a second.
                 let backoff = (100u64 << p.failures.min(4)).min(1000);
                 p.next_connect = now + backoff + rand::thread_rng().gen_range(0..200);
+                // A refused certificate is worth a warning, not one a second.
+                if error.starts_with("TLS") && p.failures.is_power_of_two() {
+                    warn!(
+                        "connect to peer '{}' failed ({error}); {} attempt(s) so far",
+                        p.name, p.failures
+                    );
+                }
                 debug!(
                     "connect to {} failed ({error}); retry in {} ms",
                     p.name,
@@ -517,6 +617,18 @@ impl Hub {
                 }
                 self.remove_conn(conn, now);
             }
+        }
+    }
+
+    /// Counts a connection closed by `maxconn` and logs it, at most once a
+    /// second (a flood must not flood the log).
+    fn refused_maxconn(&mut self, remote: SocketAddr, max: usize, now: u64) {
+        self.limits.maxconn_refused += 1;
+        if let Some(n) = self.limits.maxconn_log.check(now) {
+            let more = more_since(n);
+            warn!(
+                "connection from {remote} refused: connection limit reached (maxconn {max}){more}"
+            );
         }
     }
 
@@ -701,6 +813,17 @@ impl Hub {
     fn on_hello(&mut self, id: ConnId, hello: peers::Hello, now: u64) {
         let c = &self.conns[&id];
         let remote = c.remote;
+        // TLS: a verified client certificate must name the peer it says it is.
+        if let Some(cert) = c.handle.peer_cert() {
+            if let Err(e) = crate::tls::cert_valid_for(cert, &hello.caller) {
+                warn!(
+                    "peer '{}' from {remote} refused: {e} (TLS, 504)",
+                    hello.caller
+                );
+                self.refuse(id, Status::UnknownPeer, now);
+                return;
+            }
+        }
         let listen = c.incoming.map(|l| self.listeners[l]);
         let global = &self.config.global;
         let section = self.sections.iter().position(|s| {
@@ -723,9 +846,26 @@ impl Hub {
         if let Some(pi) = known {
             s.peers[pi].removed = false;
         }
+        let dynamic = hello.caller != s.cfg.local_name() && s.cfg.accepts_dynamic(remote.ip());
         let pi = match known {
             Some(pi) => pi,
-            None if hello.caller != s.cfg.local_name() && s.cfg.accepts_dynamic(remote.ip()) => {
+            None if dynamic
+                && s.peers.iter().filter(|p| p.dynamic).count() >= MAX_DYNAMIC_PEERS =>
+            {
+                self.limits.dynamic_refused += 1;
+                if let Some(n) = self.limits.dynamic_log.check(now) {
+                    warn!(
+                        "dynamic peer '{}' from {remote} refused by section '{}' (504): \
+                         it already has {MAX_DYNAMIC_PEERS} dynamic peers{}",
+                        hello.caller,
+                        s.cfg.name,
+                        more_since(n)
+                    );
+                }
+                self.refuse(id, Status::UnknownPeer, now);
+                return;
+            }
+            None if dynamic => {
                 info!(
                     "dynamic peer '{}' joined section '{}' from {remote}",
                     hello.caller, s.cfg.name
@@ -835,7 +975,11 @@ impl Hub {
                 }
             }
             CloseReason::SentStatus(code) => {
-                info!("hello from {remote} refused with status {code}")
+                self.limits.hello_refused += 1;
+                info!(
+                    "hello from {remote} refused with status {code} ({})",
+                    Status::label(*code)
+                )
             }
             CloseReason::Silence => {
                 warn!("{label} ({remote}) silent for 5 s: session closed");
@@ -843,8 +987,14 @@ impl Hub {
                     self.sections[s].peers[p].stats.silence_closes += 1;
                 }
             }
-            CloseReason::HelloTimeout => info!("{remote}: handshake not completed in time: closed"),
-            CloseReason::LineTooLong => warn!("{remote}: hello line too long: closed"),
+            CloseReason::HelloTimeout => {
+                self.limits.hello_timeouts += 1;
+                info!("{remote}: handshake not completed in time: closed")
+            }
+            CloseReason::LineTooLong => {
+                self.limits.hello_too_long += 1;
+                warn!("{remote}: hello line too long: closed")
+            }
             CloseReason::Local => {}
         }
         self.flush(id);
@@ -945,5 +1095,24 @@ impl Hub {
             c.session.send_resync_end(partial, now);
         }
         self.flush(id);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_log_lines() {
+        let mut r = RateLimit::default();
+        assert_eq!(r.check(0), Some(0));
+        assert_eq!(r.check(10), None);
+        assert_eq!(r.check(999), None);
+        // A second later: log, mentioning the two not logged.
+        assert_eq!(r.check(1000), Some(2));
+        assert_eq!(r.check(1500), None);
+        assert_eq!(r.check(5000), Some(1));
+        assert_eq!(more_since(0), "");
+        assert_eq!(more_since(3), " (3 more refused since the last report)");
     }
 }

@@ -13,6 +13,7 @@
 //!     dynamic-peers
 //!     metrics 127.0.0.1:9100
 //!     maxconn 1000
+//!     max-entries 10000000
 //!
 //! aggregations data
 //!     from any|<.suffix> to <.suffix> [no-ascend] [no-feedback]

@@ -42,8 +42,12 @@ pub struct Global {
     pub dynamic_peers: bool,
     /// `metrics <addr>:<port>`: metrics endpoint (stored only for now).
     pub metrics: Option<SocketAddr>,
-    /// `maxconn <n>`: connection limit (stored only for now).
+    /// `maxconn <n>`: concurrent peer connections; beyond, new incoming
+    /// connections are closed at once (default: `server::DEFAULT_MAXCONN`).
     pub maxconn: Option<usize>,
+    /// `max-entries <n>`: entries per aggregated table; new keys beyond are
+    /// dropped (default: `server::DEFAULT_MAX_ENTRIES`).
+    pub max_entries: Option<usize>,
 }
 
 /// `stats socket <where> [mode <octal>] [level <level>]`.
@@ -86,7 +90,7 @@ pub struct Bind {
     pub tls: Option<TlsOptions>,
 }
 
-/// TLS options of a `bind` or `peer` line (`ssl` present). Only stored for now.
+/// TLS options of a `bind` or `peer` line (`ssl` present); see `tls.rs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     /// `crt <pem>`: our certificate (server side: mandatory; client side:
@@ -169,7 +173,8 @@ pub struct PeerConf {
     pub role: Role,
     /// `group <n>` (only on `down` peers): replicas counted as one source.
     pub group: Option<u32>,
-    /// `ssl …` options (stored only for now).
+    /// `ssl …` options: TLS on connections to this peer (for the `local`
+    /// peer: on its listener).
     pub tls: Option<TlsOptions>,
     /// Line of the `peer` directive.
     pub line: usize,

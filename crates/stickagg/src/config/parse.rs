@@ -21,6 +21,7 @@ const GLOBAL_KEYWORDS: &[&str] = &[
     "dynamic-peers",
     "metrics",
     "maxconn",
+    "max-entries",
 ];
 /// Directives of an `aggregations` section.
 const SECTION_KEYWORDS: &[&str] = &["from", "forward", "peer", "dynamic-peers"];
@@ -305,6 +306,25 @@ impl Parser<'_> {
                     "'maxconn' takes one number, expected 'maxconn <n>'".into(),
                 ),
             },
+            "max-entries" => match args {
+                [v] => match v.parse::<usize>() {
+                    Ok(m) if m > 0 => {
+                        if self.once(n, "max-entries") {
+                            self.global.max_entries = Some(m);
+                        }
+                    }
+                    _ => self.err(
+                        n,
+                        format!(
+                            "'{v}' is not an entry count, expected 'max-entries <n>' with n > 0"
+                        ),
+                    ),
+                },
+                _ => self.err(
+                    n,
+                    "'max-entries' takes one number, expected 'max-entries <n>'".into(),
+                ),
+            },
             "from" | "forward" | "peer" => self.err(
                 n,
                 format!(
@@ -578,7 +598,7 @@ impl Parser<'_> {
                  or a 'peer <name> <addr>:<port> local' line here"
                     .into(),
             ),
-            "stats" | "source" | "metrics" | "maxconn" => self.err(
+            "stats" | "source" | "metrics" | "maxconn" | "max-entries" => self.err(
                 n,
                 format!(
                     "'{keyword}' is only valid in the global section, expected it under 'global'"
@@ -1681,13 +1701,14 @@ mod tests {
     #[test]
     fn other_global_directives() {
         let c = ok(&global(
-            "dynamic-peers\nmetrics 127.0.0.1:9100\nmaxconn 500",
+            "dynamic-peers\nmetrics 127.0.0.1:9100\nmaxconn 500\nmax-entries 2000000",
         ));
         assert!(c.global.dynamic_peers);
         assert!(c.sections[0].dynamic_peers);
         assert!(c.sections[0].dynamic_from.is_empty());
         assert_eq!(c.global.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.global.maxconn, Some(500));
+        assert_eq!(c.global.max_entries, Some(2_000_000));
         let c = ok(&global(""));
         assert_eq!(c.global, Global::default());
     }
@@ -1989,6 +2010,17 @@ mod tests {
             &["'many' is not a connection count"],
         );
         assert_error(&global("maxconn"), 2, &["'maxconn' takes one number"]);
+        assert_error(&global("max-entries 0"), 2, &["'0' is not an entry count"]);
+        assert_error(
+            &global("max-entries 1 2"),
+            2,
+            &["'max-entries' takes one number"],
+        );
+        assert_error(
+            &format!("{SECTION}max-entries 3\n"),
+            5,
+            &["'max-entries' is only valid in the global section"],
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::both_versions;
 use common::*;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -19,27 +20,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use testkit::{http_get, require_haproxy, wait_for, Haproxy, HaproxyOpts, Net, Version};
-
-/// Generates one #[test] per HAProxy version, each on its own net.
-macro_rules! both_versions {
-    ($name:ident, $net26:expr, $net30:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn haproxy_2_6() {
-                if require_haproxy(Version::V26).is_some() {
-                    super::$name(Version::V26, Net::new($net26));
-                }
-            }
-            #[test]
-            fn haproxy_3_0() {
-                if require_haproxy(Version::V30).is_some() {
-                    super::$name(Version::V30, Net::new($net30));
-                }
-            }
-        }
-    };
-}
 
 const TABLES: &str = "
 table request_rates type ip size 100k expire 30s store http_req_cnt

@@ -257,3 +257,30 @@ pub fn wait_value(nodes: &[&Node], table: &str, key: &str, data: &str, want: u64
 pub fn versions() -> Vec<Version> {
     vec![Version::V26, Version::V30]
 }
+
+/// Generates one `#[test]` per HAProxy version, each on its own net:
+/// `both_versions!(scenario, net_for_2_6, net_for_3_0)` runs
+/// `scenario(Version, Net)` against 2.6 and 3.0 (failing under `CI=true`
+/// when a version is missing, skipping otherwise).
+#[allow(unused_macros)]
+macro_rules! both_versions {
+    ($name:ident, $net26:expr, $net30:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn haproxy_2_6() {
+                if require_haproxy(Version::V26).is_some() {
+                    super::$name(Version::V26, Net::new($net26));
+                }
+            }
+            #[test]
+            fn haproxy_3_0() {
+                if require_haproxy(Version::V30).is_some() {
+                    super::$name(Version::V30, Net::new($net30));
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_versions;

@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::both_versions;
 use common::*;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -163,38 +164,6 @@ fn absent(nodes: &[&Node], table: &str, key: &str) {
     }
 }
 
-/// Generates one #[test] per HAProxy version, each on its own net.
-macro_rules! versions {
-    ($name:ident, $net26:expr, $net30:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn haproxy_2_6() {
-                if require_haproxy(Version::V26).is_some() {
-                    super::$name(Version::V26, Net::new($net26));
-                }
-            }
-            #[test]
-            fn haproxy_3_0() {
-                if require_haproxy(Version::V30).is_some() {
-                    super::$name(Version::V30, Net::new($net30));
-                }
-            }
-        }
-    };
-    ($name:ident, $net30:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn haproxy_3_0() {
-                if require_haproxy(Version::V30).is_some() {
-                    super::$name(Version::V30, Net::new($net30));
-                }
-            }
-        }
-    };
-}
-
 /// 4 nodes, 2 intermediates of 2 nodes, 1 top level (the seed's files).
 struct TwoLevels {
     top: Stickagg,
@@ -245,7 +214,7 @@ fn two_levels_cluster(version: Version, net: Net, opts: [&str; 2]) -> TwoLevels 
 
 // ---------------------------------------------------------------------------
 
-versions!(two_levels, 60, 61);
+both_versions!(two_levels, 60, 61);
 fn two_levels(version: Version, net: Net) {
     let c = two_levels_cluster(version, net, ["", ""]);
     let nodes = &c.nodes;
@@ -304,7 +273,7 @@ fn two_levels(version: Version, net: Net) {
     }
 }
 
-versions!(unforwarded_table_is_reported_once, 69);
+both_versions!(unforwarded_table_is_reported_once, 69);
 fn unforwarded_table_is_reported_once(version: Version, net: Net) {
     // The intermediate forwards `.total` but the top level makes `.agg`:
     // a configuration mistake reported once, whatever the top level sends.
@@ -337,7 +306,7 @@ fn unforwarded_table_is_reported_once(version: Version, net: Net) {
     assert_eq!(cnt(&n, AGG, &k), None);
 }
 
-versions!(no_ascend_and_no_feedback, 62);
+both_versions!(no_ascend_and_no_feedback, 62);
 fn no_ascend_and_no_feedback(version: Version, net: Net) {
     // intermediate-gpe1 keeps its sum to itself and its nodes; the nodes of
     // intermediate-gpe2 get no .intermediate, only the forwarded total.
@@ -364,7 +333,7 @@ fn no_ascend_and_no_feedback(version: Version, net: Net) {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-versions!(intermediate_restart_keeps_the_totals, 68);
+both_versions!(intermediate_restart_keeps_the_totals, 68);
 fn intermediate_restart_keeps_the_totals(version: Version, net: Net) {
     // An intermediate restarts: the top level keeps its share (the
     // intermediate answers PARTIAL until its nodes taught it again), so the
@@ -407,7 +376,7 @@ fn intermediate_restart_keeps_the_totals(version: Version, net: Net) {
     wait_value(&refs(&c.nodes), AGG, &k, "http_req_cnt", 11);
 }
 
-versions!(ha_two_top_levels, 63);
+both_versions!(ha_two_top_levels, 63);
 fn ha_two_top_levels(version: Version, net: Net) {
     // The seed's gpe-ha-intermediate1.cfg: each intermediate pushes to both
     // top levels, which compute the same totals.
@@ -463,7 +432,7 @@ fn ha_two_top_levels(version: Version, net: Net) {
     wait_value(&refs(&nodes), AGG, &k, "http_req_cnt", 7);
 }
 
-versions!(grouped_replicas_count_once, 64);
+both_versions!(grouped_replicas_count_once, 64);
 fn grouped_replicas_count_once(version: Version, net: Net) {
     let t = top(
         net,
@@ -499,7 +468,7 @@ fn grouped_replicas_count_once(version: Version, net: Net) {
     drop(i2);
 }
 
-versions!(ungrouped_replicas_count_twice, 65);
+both_versions!(ungrouped_replicas_count_twice, 65);
 fn ungrouped_replicas_count_twice(version: Version, net: Net) {
     // The same without `group`: each intermediate is a source of its own,
     // so the top level adds the same nodes twice (documented).
@@ -529,7 +498,7 @@ fn ungrouped_replicas_count_twice(version: Version, net: Net) {
     );
 }
 
-versions!(three_level_chain, 66);
+both_versions!(three_level_chain, 66);
 fn three_level_chain(version: Version, net: Net) {
     // node → intermediate → regional → top: each level has its own suffix.
     let top = aggregator(

@@ -260,7 +260,8 @@ pub fn versions() -> Vec<Version> {
 
 /// Generates one `#[test]` per HAProxy version, each on its own net:
 /// `both_versions!(scenario, net_for_2_6, net_for_3_0)` runs
-/// `scenario(Version, Net)` against 2.6 and 3.0 (failing under `CI=true`
+/// `scenario(Version, Net)` against 2.6 and 3.0 (`both_versions!(scenario,
+/// net)`: 3.0 only) (failing under `CI=true`
 /// when a version is missing, skipping otherwise).
 #[allow(unused_macros)]
 macro_rules! both_versions {
@@ -273,6 +274,18 @@ macro_rules! both_versions {
                     super::$name(Version::V26, Net::new($net26));
                 }
             }
+            #[test]
+            fn haproxy_3_0() {
+                if require_haproxy(Version::V30).is_some() {
+                    super::$name(Version::V30, Net::new($net30));
+                }
+            }
+        }
+    };
+    // One net only: the scenario runs against HAProxy 3.0 alone.
+    ($name:ident, $net30:expr) => {
+        mod $name {
+            use super::*;
             #[test]
             fn haproxy_3_0() {
                 if require_haproxy(Version::V30).is_some() {

@@ -495,3 +495,74 @@ fn stalled_stats_clients_never_stall_the_engine() {
     assert!(sa.cmd("show info").contains("Peers_up: 2"));
     drop((idle, greedy));
 }
+
+#[test]
+fn reload_adds_and_removes_sections() {
+    if require_haproxy(Version::V30).is_none() {
+        return;
+    }
+    // Two clusters, each with its own aggregations section and address.
+    let (n1, n2) = (Net::new(126), Net::new(127));
+    let conf_a = agg_config(n1, &[1], "");
+    let section_b = format!(
+        "\naggregations other\n    from any to .agg\n    peer gpe {} local\n    peer enterprise1 {}\n",
+        n2.addr(2, PEERS_PORT),
+        n2.addr(11, PEERS_PORT)
+    );
+    let mut sa = Stickagg::start(&conf_a);
+    let a = start_node(Version::V30, n1, 1, n1.addr(2, PEERS_PORT), &spec());
+    let b = start_node(Version::V30, n2, 1, n2.addr(2, PEERS_PORT), &spec());
+    let c = n1.ip(54);
+    http_get(a.http, c, "/").unwrap();
+    wait_value(
+        &[&a],
+        "mypeers/request_rates.agg",
+        &c.to_string(),
+        "http_req_cnt",
+        1,
+    );
+
+    // Add the second section: stickagg listens on its address and connects
+    // to its node; the first section's values are untouched.
+    sa.write_config(&format!("{conf_a}{section_b}"));
+    let out = sa.cmd("reload");
+    assert!(out.contains("section 'other' added"), "{out}");
+    let cb = n2.ip(55);
+    for _ in 0..2 {
+        http_get(b.http, cb, "/").unwrap();
+    }
+    wait_value(
+        &[&b],
+        "mypeers/request_rates.agg",
+        &cb.to_string(),
+        "http_req_cnt",
+        2,
+    );
+    http_get(a.http, c, "/").unwrap();
+    wait_value(
+        &[&a],
+        "mypeers/request_rates.agg",
+        &c.to_string(),
+        "http_req_cnt",
+        2,
+    );
+
+    // Remove it again: its session closes and it is no longer shown.
+    sa.write_config(&conf_a);
+    sa.signal("HUP");
+    wait_for(Duration::from_secs(5), "section 'other' gone", || {
+        let out = sa.cmd("show aggrs");
+        (!out.contains("aggregations other"))
+            .then_some(())
+            .ok_or(out)
+    });
+    assert!(sa.log().contains("section 'other' removed"), "{}", sa.log());
+    http_get(a.http, c, "/").unwrap();
+    wait_value(
+        &[&a],
+        "mypeers/request_rates.agg",
+        &c.to_string(),
+        "http_req_cnt",
+        3,
+    );
+}

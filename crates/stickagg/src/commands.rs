@@ -189,7 +189,7 @@ impl Hub {
                     .collect();
                 let _ = writeln!(
                     out,
-                    "  {} -> {} type={} len={} store={} expire={} entries={} sources={} wanted_by={} refused={}",
+                    "  {} -> {} type={} len={} store={} expire={} entries={} sources={} wanted_by={} refused={} dropped={}",
                     t.input,
                     t.output,
                     t.def.key_type.name(),
@@ -200,6 +200,7 @@ impl Hub {
                     if sources.is_empty() { "-".into() } else { sources.join(",") },
                     if t.wanted_by.is_empty() { "-".into() } else { t.wanted_by.join(",") },
                     t.refused,
+                    t.dropped,
                 );
                 if let Some(r) = &t.last_refusal {
                     let _ = writeln!(out, "        last_refusal={r}");
@@ -332,17 +333,21 @@ impl Hub {
             .filter(|c| c.session.is_established() && c.peer.is_some())
             .count();
         let tables: usize = live().map(|s| s.engine.tables().len()).sum();
+        let g = &self.config.global;
         let entries: usize = live()
             .flat_map(|s| s.engine.tables())
             .map(|t| t.entries)
             .sum();
         format!(
-            "Name: stickagg\nVersion: {}\nPid: {}\nUptime_sec: {}\nConfig: {}\nSections: {}\nPeers: {peers}\nPeers_up: {up}\nTables: {tables}\nEntries: {entries}\nMemory_rss_bytes: {}\nReloads: {}\n",
+            "Name: stickagg\nVersion: {}\nPid: {}\nUptime_sec: {}\nConfig: {}\nSections: {}\nPeers: {peers}\nPeers_up: {up}\nTables: {tables}\nEntries: {entries}\nMaxconn: {}\nMax_entries: {}\nMax_tables: {}\nMemory_rss_bytes: {}\nReloads: {}\n",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             self.now() / 1000,
             self.config.path.display(),
             live().count(),
+            g.maxconn.unwrap_or(crate::server::DEFAULT_MAXCONN),
+            g.max_entries.unwrap_or(crate::server::DEFAULT_MAX_ENTRIES),
+            g.max_tables.unwrap_or(crate::server::DEFAULT_MAX_TABLES),
             rss_bytes(),
             self.reloads,
         )

@@ -162,6 +162,21 @@ impl Hub {
             "stickagg_table_sources",
             "Peers contributing to a table",
         );
+        let dropped = counter(
+            &mut reg,
+            "stickagg_entries_dropped",
+            "New keys dropped because their table held max-entries keys",
+        );
+        let refused = counter(
+            &mut reg,
+            "stickagg_connections_refused",
+            "Connections closed by a limit or a refused hello, by reason",
+        );
+        for (reason, n) in self.limits.by_reason() {
+            refused
+                .get_or_create(&labels(&[("reason", reason)]))
+                .inc_by(n);
+        }
         let ups = gauge(
             &mut reg,
             "stickagg_updates_per_second",
@@ -228,6 +243,7 @@ impl Hub {
                 let l = labels(&[("section", sec), ("table", &t.output)]);
                 entries.get_or_create(&l).set(t.entries as i64);
                 sources.get_or_create(&l).set(t.sources.len() as i64);
+                dropped.get_or_create(&l).inc_by(t.dropped);
             }
         }
         let mut out = String::new();

@@ -14,7 +14,7 @@
 
 use crate::config::{Config, Section};
 use crate::net;
-use crate::server::{engine_config, Hub, Peer, SectionState};
+use crate::server::{engine_config, engine_limits, Hub, Peer, SectionState};
 use std::net::SocketAddr;
 use tracing::{error, info, warn};
 
@@ -117,11 +117,11 @@ impl Hub {
                         ns.name
                     ));
                     self.remove_section(i, now);
-                    self.sections.push(SectionState::new(ns));
+                    self.sections.push(SectionState::new(ns, &new.global));
                 }
                 None => {
                     changes.push(format!("section '{}' added", ns.name));
-                    self.sections.push(SectionState::new(ns));
+                    self.sections.push(SectionState::new(ns, &new.global));
                 }
             }
         }
@@ -130,6 +130,18 @@ impl Hub {
         }
         if new.global.source != self.config.global.source {
             changes.push("source address changed (new connections)".into());
+        }
+        // Limits apply to the running engines (kept sections keep their
+        // state; nothing already held is dropped).
+        let limits = engine_limits(&new.global);
+        if limits != engine_limits(&self.config.global) {
+            changes.push(format!(
+                "max-entries {}, max-tables {}",
+                limits.max_entries, limits.max_tables
+            ));
+        }
+        for s in self.sections.iter_mut().filter(|s| !s.removed) {
+            s.engine.set_limits(limits);
         }
         self.config = new;
         self.reloads += 1;

@@ -9,7 +9,7 @@
 
 use crate::cli::Args;
 use crate::config::{self, Config, FromSpec};
-use crate::engine::{Engine, EngineConfig, PeerRole, TableVerdict};
+use crate::engine::{Engine, EngineConfig, EngineLimits, PeerRole, TableVerdict};
 use crate::net::{self, ConnHandle, ConnId, NetEvent};
 use crate::stats::{self, StatsRequest};
 use peers::hello::Status;
@@ -36,8 +36,9 @@ const EVENT_BATCH: usize = 512;
 /// closed at once.
 pub const DEFAULT_MAXCONN: usize = 10_000;
 /// Entries per aggregated table when the configuration has no
-/// `max-entries` (enforced by the engine: new keys beyond are dropped).
-pub const DEFAULT_MAX_ENTRIES: usize = 10_000_000;
+/// `max-entries` (enforced by the engine: new keys beyond are dropped), and
+/// tables per section without `max-tables` (new ones are refused).
+pub use crate::engine::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TABLES};
 /// Names a section accepts through `dynamic-peers` (each is kept for the
 /// life of the process): beyond, new names are refused with 504.
 pub const MAX_DYNAMIC_PEERS: usize = 10_000;
@@ -108,8 +109,27 @@ pub struct LimitStats {
     pub hello_refused: u64,
     /// New `dynamic-peers` names refused (504): `MAX_DYNAMIC_PEERS` reached.
     pub dynamic_refused: u64,
+    /// Configured peers refused (504) by `strict-peers`: they connected
+    /// from another address than their `peer` line's.
+    pub address_refused: u64,
     maxconn_log: RateLimit,
     dynamic_log: RateLimit,
+    address_log: RateLimit,
+}
+
+impl LimitStats {
+    /// Every count by its `reason` label in metrics. Disjoint:
+    /// `hello_refused` counts the statuses the other reasons do not.
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("maxconn", self.maxconn_refused),
+            ("hello_timeout", self.hello_timeouts),
+            ("hello_too_long", self.hello_too_long),
+            ("hello_refused", self.hello_refused),
+            ("dynamic_limit", self.dynamic_refused),
+            ("peer_address", self.address_refused),
+        ]
+    }
 }
 
 /// One log line per second at most, counting the ones not written.
@@ -198,21 +218,74 @@ pub struct SectionState {
     /// Updates received per second, sampled every second.
     pub updates_per_sec: f64,
     sample: (u64, u64),
+    /// Keys dropped by full tables (`max-entries`) already reported: in
+    /// total, and per table index.
+    drops_reported: u64,
+    table_drops_reported: Vec<u64>,
+    drops_log: RateLimit,
+    /// Tables refused by `max-tables`.
+    tables_log: RateLimit,
 }
 
 impl SectionState {
-    pub fn new(cfg: &config::Section) -> SectionState {
+    pub fn new(cfg: &config::Section, global: &config::Global) -> SectionState {
         let peers = cfg
             .remote_peers()
             .map(|p| Peer::new(p.name.clone(), p.role, p.addr, p.group, false))
             .collect();
+        let mut engine = Engine::new(engine_config(cfg));
+        engine.set_limits(engine_limits(global));
         SectionState {
             cfg: cfg.clone(),
-            engine: Engine::new(engine_config(cfg)),
+            engine,
             peers,
             removed: false,
             updates_per_sec: 0.0,
             sample: (0, 0),
+            drops_reported: 0,
+            table_drops_reported: Vec::new(),
+            drops_log: RateLimit::default(),
+            tables_log: RateLimit::default(),
+        }
+    }
+
+    /// Logs the keys full tables dropped since the last report, at most
+    /// once a second for the whole section (one line per table, the first
+    /// few tables only).
+    fn report_drops(&mut self, now: u64) {
+        let total = self.engine.counters().dropped_entries;
+        if total == self.drops_reported || self.drops_log.check(now).is_none() {
+            return;
+        }
+        self.drops_reported = total;
+        let max = self.engine.limits().max_entries;
+        let (mut shown, mut rest_keys, mut rest_tables) = (0, 0, 0);
+        for (i, output, dropped) in self.engine.dropped_by_table() {
+            if self.table_drops_reported.len() <= i {
+                self.table_drops_reported.resize(i + 1, 0);
+            }
+            let new = dropped.saturating_sub(self.table_drops_reported[i]);
+            self.table_drops_reported[i] = dropped;
+            if new == 0 {
+                continue;
+            }
+            if shown < 5 {
+                shown += 1;
+                warn!(
+                    "table {output} full (max-entries {max}): {new} new keys dropped (section '{}')",
+                    self.cfg.name
+                );
+            } else {
+                rest_keys += new;
+                rest_tables += 1;
+            }
+        }
+        if rest_tables > 0 {
+            warn!(
+                "{rest_tables} more tables of section '{}' full (max-entries {max}): \
+                 {rest_keys} new keys dropped",
+                self.cfg.name
+            );
         }
     }
 
@@ -237,6 +310,9 @@ pub struct Conn {
     pub teaching: bool,
     /// Counters already folded into the peer's stats.
     pub folded: peers::SessionStats,
+    /// Its hello was refused for a reason counted on its own in
+    /// [`LimitStats`] (not as `hello_refused`).
+    pub refusal_counted: bool,
 }
 
 pub struct Hub {
@@ -264,6 +340,13 @@ pub struct Hub {
     pub tls_clients: crate::tls::ClientCache,
     /// Limits enforced (see [`LimitStats`]).
     pub limits: LimitStats,
+}
+
+pub(crate) fn engine_limits(g: &config::Global) -> EngineLimits {
+    EngineLimits {
+        max_entries: g.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+        max_tables: g.max_tables.unwrap_or(DEFAULT_MAX_TABLES),
+    }
 }
 
 pub(crate) fn engine_config(s: &config::Section) -> EngineConfig {
@@ -302,7 +385,7 @@ impl Hub {
                     listeners.push(addr);
                 }
             }
-            sections.push(SectionState::new(s));
+            sections.push(SectionState::new(s, &config.global));
         }
         let mut listener_tasks = Vec::new();
         for (i, addr) in listeners.iter().enumerate() {
@@ -453,6 +536,9 @@ impl Hub {
         for s in &mut self.sections {
             s.engine.tick(now);
             s.sample_rate(now);
+            if !s.removed {
+                s.report_drops(now);
+            }
         }
         let due: Vec<ConnId> = self
             .conns
@@ -528,6 +614,7 @@ impl Hub {
                 peer,
                 teaching: false,
                 folded: Default::default(),
+                refusal_counted: false,
             },
         );
         id
@@ -734,13 +821,24 @@ impl Hub {
                     TableVerdict::Refused { reason } => {
                         // HAProxy re-sends the DEFINE before every batch:
                         // log and count each distinct refusal once.
-                        let peer = &mut self.sections[s].peers[p];
+                        let sec = &mut self.sections[s];
+                        let peer = &mut sec.peers[p];
                         let what = format!("{}: {reason}", def.name);
                         if peer.stats.last_refusal.as_deref() != Some(what.as_str()) {
-                            warn!(
-                                "table {} from peer '{}' refused: {reason}",
-                                def.name, peer.name
-                            );
+                            // A peer defining table after table: at most
+                            // one line a second per section.
+                            let log = match reason.starts_with(crate::engine::TOO_MANY_TABLES) {
+                                true => sec.tables_log.check(now),
+                                false => Some(0),
+                            };
+                            if let Some(n) = log {
+                                warn!(
+                                    "table {} from peer '{}' refused: {reason}{}",
+                                    def.name,
+                                    peer.name,
+                                    more_since(n)
+                                );
+                            }
                             peer.stats.refused_tables += 1;
                             peer.stats.last_refusal = Some(what);
                         }
@@ -843,6 +941,26 @@ impl Hub {
             .peers
             .iter()
             .position(|p| p.name == hello.caller && (!p.removed || p.dynamic));
+        // `strict-peers`: a configured peer only from its own address.
+        let expected = known
+            .filter(|&pi| !s.peers[pi].dynamic)
+            .and_then(|pi| s.cfg.peer(&s.peers[pi].name))
+            .and_then(|conf| s.cfg.accepts_from(conf, remote.ip()).err());
+        if let Some(expected) = expected {
+            self.limits.address_refused += 1;
+            if let Some(n) = self.limits.address_log.check(now) {
+                warn!(
+                    "peer '{}' of '{}' refused (504): it connected from {}, expected {expected} \
+                     (strict-peers){}",
+                    hello.caller,
+                    s.cfg.name,
+                    remote.ip(),
+                    more_since(n)
+                );
+            }
+            self.refuse_counted(id, Status::UnknownPeer, now);
+            return;
+        }
         if let Some(pi) = known {
             s.peers[pi].removed = false;
         }
@@ -862,7 +980,7 @@ impl Hub {
                         more_since(n)
                     );
                 }
-                self.refuse(id, Status::UnknownPeer, now);
+                self.refuse_counted(id, Status::UnknownPeer, now);
                 return;
             }
             None if dynamic => {
@@ -912,6 +1030,15 @@ impl Hub {
         if let Some(c) = self.conns.get_mut(&id) {
             c.session.refuse(status);
         }
+    }
+
+    /// [`refuse`](Self::refuse), for a refusal already counted under its
+    /// own reason (not again as `hello_refused`).
+    fn refuse_counted(&mut self, id: ConnId, status: Status, now: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.refusal_counted = true;
+        }
+        self.refuse(id, status, now);
     }
 
     fn on_established(&mut self, id: ConnId, s: usize, p: usize, minor: u32, now: u64) {
@@ -975,7 +1102,9 @@ impl Hub {
                 }
             }
             CloseReason::SentStatus(code) => {
-                self.limits.hello_refused += 1;
+                if !self.conns[&id].refusal_counted {
+                    self.limits.hello_refused += 1;
+                }
                 info!(
                     "hello from {remote} refused with status {code} ({})",
                     Status::label(*code)

@@ -991,10 +991,11 @@ mod cases {
         c.aggregating();
     }
 
-    /// A peer that defines thousands of tables (each becomes an aggregated
-    /// table with `from any`): stickagg stays responsive and the nodes keep
-    /// aggregating. (There is no limit on the number of tables yet: see
-    /// the README, "Security and limits".)
+    /// A peer that defines thousands of tables (each would become an
+    /// aggregated table with `from any`): tables beyond `max-tables`
+    /// (default 1000, counting the nodes' own) are refused, with a log line
+    /// at most once a second; stickagg stays responsive and the nodes keep
+    /// aggregating.
     pub fn many_tables(version: Version, net: Net) {
         let c = cluster(version, net, "");
         let pid = c.sa.pid();
@@ -1012,7 +1013,24 @@ mod cases {
         let after = rss_kib(pid);
         eprintln!("RSS before {before} KiB, after {TABLES} tables {after} KiB");
         let tables = c.sa.cmd("show tables");
-        assert!(tables.contains(&format!("/junk{TABLES}.agg")));
+        // `/request_rates.agg` and 999 of ours.
+        assert!(tables.contains("/junk999 -> /junk999.agg"), "{tables}");
+        assert!(!tables.contains("/junk1000"), "{tables}");
+        assert_eq!(tables.lines().filter(|l| l.contains(" -> ")).count(), 1000);
+        c.wait_log(&[
+            "table /junk1000 from peer 'fake1' refused: too many tables (max-tables 1000)",
+        ]);
+        let refusals =
+            c.sa.log()
+                .lines()
+                .filter(|l| l.contains("too many tables"))
+                .count();
+        assert!(refusals < 100, "{refusals} refusal lines");
+        let peers = c.sa.cmd("show peers");
+        assert!(
+            peers.contains(&format!("refused_tables={}", TABLES - 999)),
+            "{peers}"
+        );
         c.aggregating();
     }
 

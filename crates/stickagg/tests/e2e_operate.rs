@@ -509,7 +509,7 @@ fn reload_adds_and_removes_sections() {
         n2.addr(2, PEERS_PORT),
         n2.addr(11, PEERS_PORT)
     );
-    let mut sa = Stickagg::start(&conf_a);
+    let sa = Stickagg::start(&conf_a);
     let a = start_node(Version::V30, n1, 1, n1.addr(2, PEERS_PORT), &spec());
     let b = start_node(Version::V30, n2, 1, n2.addr(2, PEERS_PORT), &spec());
     let c = n1.ip(54);

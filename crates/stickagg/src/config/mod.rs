@@ -14,12 +14,15 @@
 //!     metrics 127.0.0.1:9100
 //!     maxconn 1000
 //!     max-entries 10000000
+//!     max-tables 1000
+//!     strict-peers
 //!
 //! aggregations data
 //!     from any|<.suffix> to <.suffix> [no-ascend] [no-feedback]
 //!     forward <.suffix>
 //!     peer <name> [<addr>:<port>] [local|up|down] [group <n>] [ssl [verify …] [ca-file …] [crt …]]
 //!     dynamic-peers [from <cidr>…]
+//!     strict-peers
 //! ```
 //!
 //! [`Config::parse`] reports every error it can find, each as

@@ -46,8 +46,14 @@ pub struct Global {
     /// connections are closed at once (default: `server::DEFAULT_MAXCONN`).
     pub maxconn: Option<usize>,
     /// `max-entries <n>`: entries per aggregated table; new keys beyond are
-    /// dropped (default: `server::DEFAULT_MAX_ENTRIES`).
+    /// dropped (default: `engine::DEFAULT_MAX_ENTRIES`).
     pub max_entries: Option<usize>,
+    /// `max-tables <n>`: tables per section; definitions that would create
+    /// more are refused (default: `engine::DEFAULT_MAX_TABLES`).
+    pub max_tables: Option<usize>,
+    /// `strict-peers` in `global`: every section checks where its peers
+    /// connect from (see [`Section::strict_peers`]).
+    pub strict_peers: bool,
 }
 
 /// `stats socket <where> [mode <octal>] [level <level>]`.
@@ -140,6 +146,9 @@ pub struct Section {
     /// `dynamic-peers from <cidr>…`: where dynamic peers may come from; empty
     /// = anywhere.
     pub dynamic_from: Vec<Cidr>,
+    /// `strict-peers` in this section or in `global`: an incoming session of
+    /// a configured peer must come from the IP address of its `peer` line.
+    pub strict_peers: bool,
 }
 
 /// The input side of a `from … to …` line.
@@ -270,6 +279,19 @@ impl Section {
         Some(format!("{stem}{}", self.to))
     }
 
+    /// Whether the configured peer `peer`, connecting from `ip`, may take
+    /// its place: always, unless `strict-peers` is set; then only from the
+    /// IP address of its `peer` line (IPv4-mapped IPv6 addresses compare as
+    /// IPv4). `Err` holds the expected address.
+    pub fn accepts_from(&self, peer: &PeerConf, ip: IpAddr) -> Result<(), IpAddr> {
+        match peer.addr {
+            Some(a) if self.strict_peers && a.ip().to_canonical() != ip.to_canonical() => {
+                Err(a.ip())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether a peer not listed in this section, connecting from `ip`, may
     /// join (`dynamic-peers`, limited by `dynamic-peers from …`).
     pub fn accepts_dynamic(&self, ip: IpAddr) -> bool {
@@ -360,6 +382,7 @@ mod tests {
             peers: vec![],
             dynamic_peers: false,
             dynamic_from: vec![],
+            strict_peers: false,
         }
     }
 
@@ -511,5 +534,30 @@ mod tests {
         assert!(!s.accepts_dynamic(ip));
         s.dynamic_from.push("192.168.50.0/24".parse().unwrap());
         assert!(s.accepts_dynamic(ip));
+    }
+
+    #[test]
+    fn strict_peers_acceptance() {
+        let mut s = section(FromSpec::Any, ".agg", &[]);
+        let lb = peer("lb1", Some("192.168.50.41:10000"), Role::Node);
+        let other = "192.168.50.99".parse().unwrap();
+        // Off: from anywhere.
+        assert_eq!(s.accepts_from(&lb, other), Ok(()));
+        s.strict_peers = true;
+        let expected: IpAddr = "192.168.50.41".parse().unwrap();
+        assert_eq!(s.accepts_from(&lb, other), Err(expected));
+        assert_eq!(s.accepts_from(&lb, expected), Ok(()));
+        // The port does not matter; a dual-stack listener's mapped address
+        // is the same host.
+        assert_eq!(
+            s.accepts_from(&lb, "::ffff:192.168.50.41".parse().unwrap()),
+            Ok(())
+        );
+        let v6 = peer("lb6", Some("[2001:db8::5]:10000"), Role::Node);
+        assert_eq!(s.accepts_from(&v6, "2001:db8::5".parse().unwrap()), Ok(()));
+        assert!(s.accepts_from(&v6, "2001:db8::6".parse().unwrap()).is_err());
+        // A peer without an address (the local one) is never checked.
+        let local = peer("gpe", None, Role::Local);
+        assert_eq!(s.accepts_from(&local, other), Ok(()));
     }
 }

@@ -22,9 +22,11 @@ const GLOBAL_KEYWORDS: &[&str] = &[
     "metrics",
     "maxconn",
     "max-entries",
+    "max-tables",
+    "strict-peers",
 ];
 /// Directives of an `aggregations` section.
-const SECTION_KEYWORDS: &[&str] = &["from", "forward", "peer", "dynamic-peers"];
+const SECTION_KEYWORDS: &[&str] = &["from", "forward", "peer", "dynamic-peers", "strict-peers"];
 /// Words that start a section.
 const HEADERS: &[&str] = &["global", "aggregations"];
 /// Section keywords of HAProxy's own configuration: reported once, and their
@@ -99,6 +101,7 @@ struct Draft {
     broken_peer: bool,
     dynamic_line: Option<usize>,
     dynamic_from: Vec<Cidr>,
+    strict_line: Option<usize>,
 }
 
 /// TLS options while a line is being read.
@@ -231,6 +234,7 @@ impl Parser<'_> {
             broken_peer: false,
             dynamic_line: None,
             dynamic_from: Vec::new(),
+            strict_line: None,
         });
         self.state = State::Aggregations(self.drafts.len() - 1);
     }
@@ -325,6 +329,36 @@ impl Parser<'_> {
                     "'max-entries' takes one number, expected 'max-entries <n>'".into(),
                 ),
             },
+            "max-tables" => match args {
+                [v] => match v.parse::<usize>() {
+                    Ok(m) if m > 0 => {
+                        if self.once(n, "max-tables") {
+                            self.global.max_tables = Some(m);
+                        }
+                    }
+                    _ => self.err(
+                        n,
+                        format!("'{v}' is not a table count, expected 'max-tables <n>' with n > 0"),
+                    ),
+                },
+                _ => self.err(
+                    n,
+                    "'max-tables' takes one number, expected 'max-tables <n>'".into(),
+                ),
+            },
+            "strict-peers" => {
+                if let Some(extra) = args.first() {
+                    return self.err(
+                        n,
+                        format!(
+                            "unexpected '{extra}' after 'strict-peers', expected 'strict-peers' alone"
+                        ),
+                    );
+                }
+                if self.once(n, "strict-peers") {
+                    self.global.strict_peers = true;
+                }
+            }
             "from" | "forward" | "peer" => self.err(
                 n,
                 format!(
@@ -592,13 +626,14 @@ impl Parser<'_> {
             "forward" => self.forward(i, n, words),
             "peer" => self.peer(i, n, words),
             "dynamic-peers" => self.section_dynamic(i, n, words),
+            "strict-peers" => self.section_strict(i, n, words),
             "bind" => self.err(
                 n,
                 "'bind' is only valid in the global section, expected it under 'global' \
                  or a 'peer <name> <addr>:<port> local' line here"
                     .into(),
             ),
-            "stats" | "source" | "metrics" | "maxconn" | "max-entries" => self.err(
+            "stats" | "source" | "metrics" | "maxconn" | "max-entries" | "max-tables" => self.err(
                 n,
                 format!(
                     "'{keyword}' is only valid in the global section, expected it under 'global'"
@@ -838,6 +873,22 @@ impl Parser<'_> {
                 line: n,
             });
         }
+    }
+
+    fn section_strict(&mut self, i: usize, n: usize, words: &[&str]) {
+        if let Some(first) = self.drafts[i].strict_line {
+            return self.err(
+                n,
+                format!("duplicate 'strict-peers' (first at line {first}), expected at most one per section"),
+            );
+        }
+        if let Some(extra) = words.get(1) {
+            return self.err(
+                n,
+                format!("unexpected '{extra}' after 'strict-peers', expected 'strict-peers' alone"),
+            );
+        }
+        self.drafts[i].strict_line = Some(n);
     }
 
     fn section_dynamic(&mut self, i: usize, n: usize, words: &[&str]) {
@@ -1080,6 +1131,7 @@ impl Parser<'_> {
             peers: d.peers,
             dynamic_peers,
             dynamic_from: d.dynamic_from,
+            strict_peers: d.strict_line.is_some() || self.global.strict_peers,
         })
     }
 
@@ -1701,8 +1753,12 @@ mod tests {
     #[test]
     fn other_global_directives() {
         let c = ok(&global(
-            "dynamic-peers\nmetrics 127.0.0.1:9100\nmaxconn 500\nmax-entries 2000000",
+            "dynamic-peers\nmetrics 127.0.0.1:9100\nmaxconn 500\nmax-entries 2000000\n\
+             max-tables 50\nstrict-peers",
         ));
+        assert_eq!(c.global.max_tables, Some(50));
+        assert!(c.global.strict_peers);
+        assert!(c.sections[0].strict_peers);
         assert!(c.global.dynamic_peers);
         assert!(c.sections[0].dynamic_peers);
         assert!(c.sections[0].dynamic_from.is_empty());
@@ -1711,6 +1767,61 @@ mod tests {
         assert_eq!(c.global.max_entries, Some(2_000_000));
         let c = ok(&global(""));
         assert_eq!(c.global, Global::default());
+    }
+
+    #[test]
+    fn limits_and_strict_peers() {
+        // In a section: that section only.
+        let c = ok(&format!(
+            "{SECTION}strict-peers
+aggregations other
+from any to .x
+             peer gpe2 0.0.0.0:10001 local
+peer lb1 10.0.0.1:10000
+"
+        ));
+        assert!(c.sections[0].strict_peers && !c.sections[1].strict_peers);
+        assert!(!c.global.strict_peers);
+        assert_eq!(c.global.max_tables, None);
+        // In a global section that comes last: every section.
+        let c = ok(&format!(
+            "{SECTION}global
+strict-peers
+"
+        ));
+        assert!(c.sections[0].strict_peers);
+        assert_error(&global("max-tables 0"), 2, &["'0' is not a table count"]);
+        assert_error(&global("max-tables"), 2, &["'max-tables' takes one number"]);
+        assert_error(
+            &global("strict-peers yes"),
+            2,
+            &["unexpected 'yes' after 'strict-peers'"],
+        );
+        assert_error(
+            &format!(
+                "{SECTION}strict-peers
+strict-peers
+"
+            ),
+            6,
+            &["duplicate 'strict-peers' (first at line 5)"],
+        );
+        assert_error(
+            &format!(
+                "{SECTION}strict-peers now
+"
+            ),
+            5,
+            &["unexpected 'now' after 'strict-peers'"],
+        );
+        assert_error(
+            &format!(
+                "{SECTION}max-tables 3
+"
+            ),
+            5,
+            &["'max-tables' is only valid in the global section"],
+        );
     }
 
     #[test]
@@ -1902,6 +2013,8 @@ mod tests {
             "source 10.0.0.1",
             "metrics 10.0.0.1:9",
             "maxconn 5",
+            "max-tables 5",
+            "strict-peers",
             "dynamic-peers",
             "stats socket /a",
         ] {

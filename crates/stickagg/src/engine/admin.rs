@@ -48,6 +48,7 @@ impl Engine {
         let mut table = Table::new(t, def.clone(), old.output.clone(), by, old.forward);
         table.refused = old.refused;
         table.last_refusal = old.last_refusal.take();
+        table.dropped = old.dropped;
         tables[t as usize] = table;
         self.counters.reshaped += 1;
         // Peers refused earlier on their live connection with what is now

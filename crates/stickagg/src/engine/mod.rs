@@ -90,7 +90,7 @@ use intern::Interner;
 use peers::{KeyType, TableDef, Update, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use table::{Ctx, Table, Timers, NEVER};
+use table::{Applied, Ctx, Table, Timers, NEVER};
 
 /// What the engine needs of an `aggregations` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,6 +107,36 @@ pub struct EngineConfig {
     /// `no-feedback`: outputs are not sent to the nodes (forwarded tables
     /// still are).
     pub no_feedback: bool,
+}
+
+/// Entries per table when the configuration has no `max-entries`.
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000_000;
+/// Tables per section when the configuration has no `max-tables`.
+pub const DEFAULT_MAX_TABLES: usize = 1_000;
+/// Start of the reason of a [`TableVerdict::Refused`] given because the
+/// section already holds `max-tables` tables.
+pub const TOO_MANY_TABLES: &str = "too many tables";
+
+/// Bounds on what the peers can make the engine hold (`max-entries` and
+/// `max-tables` in `global`). Not part of [`EngineConfig`]: a reload that
+/// changes them applies them to the running engine, which keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Keys per table (aggregated or forwarded): a key not yet in a table
+    /// that holds this many is dropped; keys already there keep updating.
+    pub max_entries: usize,
+    /// Tables per section (aggregated and forwarded): a definition that
+    /// would create one more is refused.
+    pub max_tables: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_tables: DEFAULT_MAX_TABLES,
+        }
+    }
 }
 
 /// A peer's place in the topology.
@@ -136,8 +166,9 @@ pub enum TableVerdict {
     Output,
     /// Neither (e.g. not matching `from .nonagg`); its updates are ignored.
     Ignored,
-    /// An input whose shape differs from the one first announced; this
-    /// peer's updates for it are ignored.
+    /// An input whose shape differs from the one first announced, or that
+    /// would create a table beyond `max-tables` (the reason then starts
+    /// with [`TOO_MANY_TABLES`]); this peer's updates for it are ignored.
     Refused { reason: String },
     /// A forwarded table from an `up` peer: relayed to the peers that
     /// declare it.
@@ -181,8 +212,13 @@ pub struct EngineCounters {
     pub ignored_refused: u64,
     /// Updates whose values do not fit the table's definition.
     pub ignored_malformed: u64,
-    /// Definitions refused for a mismatching shape.
+    /// Definitions refused (a mismatching shape, or `max-tables`).
     pub refused_defs: u64,
+    /// Of those, the ones refused because the section held `max-tables`
+    /// tables.
+    pub refused_max_tables: u64,
+    /// New keys not inserted because their table held `max-entries` keys.
+    pub dropped_entries: u64,
     /// Contributions that lapsed.
     pub expired: u64,
     /// Contributions dropped as stale after a source's resync.
@@ -287,6 +323,7 @@ pub struct Engine {
     stamp: u64,
     dict: Interner,
     counters: EngineCounters,
+    limits: EngineLimits,
 }
 
 impl std::fmt::Debug for Engine {
@@ -298,6 +335,7 @@ impl std::fmt::Debug for Engine {
             .field("peers", &self.peers.len())
             .field("timers", &self.timers.len())
             .field("counters", &self.counters)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -315,11 +353,33 @@ impl Engine {
             stamp: 0,
             dict: Interner::default(),
             counters: EngineCounters::default(),
+            limits: EngineLimits::default(),
         }
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
+    }
+
+    /// Applies new limits (at start and on reload). Nothing already held is
+    /// dropped: a lower `max-entries` stops new keys until expiries bring a
+    /// table under it; a lower `max-tables` refuses new tables only.
+    pub fn set_limits(&mut self, limits: EngineLimits) {
+        self.limits = limits;
+    }
+
+    /// Tables that dropped new keys (`max-entries`): table index, output
+    /// name, keys dropped since the table was created.
+    pub fn dropped_by_table(&self) -> impl Iterator<Item = (usize, &str, u64)> {
+        self.tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.dropped > 0)
+            .map(|(i, t)| (i, t.output.as_str(), t.dropped))
     }
 
     pub fn counters(&self) -> EngineCounters {
@@ -334,6 +394,7 @@ impl Engine {
                 seq: &mut self.seq,
                 dict: &mut self.dict,
                 counters: &mut self.counters,
+                max_entries: self.limits.max_entries,
             },
         )
     }
@@ -450,6 +511,8 @@ impl Engine {
                 key_len: def.key_len,
                 table: self.by_output.get(name).copied(),
             };
+            let max = self.limits.max_tables;
+            let full = p.wants.len() >= max;
             let changed = match p.wants.iter_mut().find(|w| w.output == def.name) {
                 Some(w) if w.table == want.table => {
                     *w = want;
@@ -458,6 +521,12 @@ impl Engine {
                 Some(w) => {
                     *w = want;
                     true
+                }
+                // Wants are kept across reconnects: bounded like tables.
+                None if full => {
+                    p.bind(remote_id, Binding::Ignored);
+                    let reason = format!("{TOO_MANY_TABLES} declared (max-tables {max})");
+                    return self.note(peer, name, reason);
                 }
                 None => {
                     p.wants.push(want);
@@ -538,6 +607,27 @@ impl Engine {
                 p.bind(remote_id, Binding::Input { table: t, expire });
             }
             None => {
+                // The table and, for an input, the forwarded tables it
+                // brings along (see below) must fit under `max-tables`.
+                let companions = match forward {
+                    true => 0,
+                    false => mapping::forwarded_names(&self.cfg, &output)
+                        .iter()
+                        .filter(|n| !self.by_output.contains_key(*n))
+                        .count(),
+                };
+                let max = self.limits.max_tables;
+                if self.tables.len() + 1 + companions > max {
+                    // Counted once per connection and table id, as above.
+                    if p.binding(remote_id) != Some(Binding::Refused) {
+                        self.counters.refused_defs += 1;
+                        self.counters.refused_max_tables += 1;
+                    }
+                    p.bind(remote_id, Binding::Refused);
+                    return TableVerdict::Refused {
+                        reason: format!("{TOO_MANY_TABLES} (max-tables {max})"),
+                    };
+                }
                 let t = self.tables.len() as u32;
                 p.bind(remote_id, Binding::Input { table: t, expire });
                 let by = p.name.clone();
@@ -651,10 +741,11 @@ impl Engine {
             true => t.latest_choices(&update.key, now, ctx.dict),
             false => Vec::new(),
         };
-        if t.apply(&mut ctx, source, group, update, expires, stamp, now) {
-            ctx.counters.updates += 1;
-        } else {
-            ctx.counters.ignored_malformed += 1;
+        match t.apply(&mut ctx, source, group, update, expires, stamp, now) {
+            Applied::Stored => ctx.counters.updates += 1,
+            Applied::Malformed => ctx.counters.ignored_malformed += 1,
+            // Counted by the table (and in `dropped_entries`).
+            Applied::Full => return,
         }
         if before.is_empty() {
             return;

@@ -36,6 +36,19 @@ pub(super) struct Ctx<'a> {
     pub(super) seq: &'a mut u64,
     pub(super) dict: &'a mut Interner,
     pub(super) counters: &'a mut EngineCounters,
+    /// `max-entries`: keys per table.
+    pub(super) max_entries: usize,
+}
+
+/// What [`Table::apply`] did with an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applied {
+    Stored,
+    /// The values or the key do not fit the table's shape: nothing changed.
+    Malformed,
+    /// A new key, and the table already holds `max-entries` keys: dropped
+    /// (counted in the table's `dropped` and the engine's counters).
+    Full,
 }
 
 /// Where one value element lives in a contribution's words.
@@ -360,6 +373,8 @@ pub(super) struct Table {
     pub(super) per_source: HashMap<u32, u32, RandomState>,
     pub(super) refused: u64,
     pub(super) last_refusal: Option<String>,
+    /// New keys dropped because the table held `max-entries` keys.
+    pub(super) dropped: u64,
 }
 
 impl Table {
@@ -395,6 +410,7 @@ impl Table {
             per_source: HashMap::default(),
             refused: 0,
             last_refusal: None,
+            dropped: 0,
         }
     }
 
@@ -427,8 +443,9 @@ impl Table {
         self.slab.iter().flatten()
     }
 
-    /// Stores `source`'s latest values for a key. Returns false (and changes
-    /// nothing) when the values do not fit the table's shape.
+    /// Stores `source`'s latest values for a key. Changes nothing when the
+    /// values do not fit the table's shape, or when the key is new and the
+    /// table already holds `ctx.max_entries` keys.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply(
         &mut self,
@@ -439,17 +456,22 @@ impl Table {
         expires: u64,
         stamp: u64,
         now: u64,
-    ) -> bool {
+    ) -> Applied {
         if !self.layout.accepts(&upd.values) || !self.key_fits(&upd.key) {
-            return false;
+            return Applied::Malformed;
         }
         let slot = match self.index.get(&upd.key) {
             Some(&s) => s,
+            None if self.len() >= ctx.max_entries => {
+                self.dropped += 1;
+                ctx.counters.dropped_entries += 1;
+                return Applied::Full;
+            }
             None => self.insert_key(&upd.key),
         };
         let width = self.layout.width;
         let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return false;
+            return Applied::Malformed;
         };
         let head = Head {
             expires,
@@ -481,7 +503,7 @@ impl Table {
             ctx.dict,
         );
         self.changed(ctx, slot, now);
-        true
+        Applied::Stored
     }
 
     /// Whether `e` holds no server choice at all (every `Latest` element

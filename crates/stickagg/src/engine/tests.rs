@@ -1543,3 +1543,175 @@ fn no_server_is_not_echoed_to_the_node_that_sent_it() {
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].values, vec![Value::ServerId(2), Value::U32(1), s2]);
 }
+
+// ---------------------------------------------------------------------------
+// Limits (`max-entries`, `max-tables`)
+
+fn limits(max_entries: usize, max_tables: usize) -> EngineLimits {
+    EngineLimits {
+        max_entries,
+        max_tables,
+    }
+}
+
+#[test]
+fn limits_default_to_the_documented_values() {
+    let e = Engine::new(cfg_any());
+    assert_eq!(e.limits().max_entries, 10_000_000);
+    assert_eq!(e.limits().max_tables, 1000);
+}
+
+#[test]
+fn a_full_table_drops_new_keys_and_keeps_updating_the_others() {
+    let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 0, &[("gpc0", 1, 0)]));
+    h.e.set_limits(limits(3, 1000));
+    for k in 1..=5u8 {
+        h.send(0, &[10, 0, 0, k], vec![Value::U32(1)], 1);
+        h.send(1, &[10, 0, 0, k], vec![Value::U32(2)], 1);
+    }
+    // Exactly the first three keys, with both sources.
+    let t = h.e.table_info("/t.agg").unwrap();
+    assert_eq!(t.entries, 3);
+    assert_eq!(t.dropped, 4, "two new keys, from two nodes each");
+    assert_eq!(h.e.counters().dropped_entries, 4);
+    assert_eq!(h.e.counters().updates, 6);
+    assert_eq!(h.agg(&[10, 0, 0, 3], 1), Some(vec![Value::U32(3)]));
+    assert_eq!(h.agg(&[10, 0, 0, 4], 1), None);
+    assert_eq!(
+        h.e.dropped_by_table().collect::<Vec<_>>(),
+        [(0, "/t.agg", 4)]
+    );
+    let sent = h.drain(0, 1);
+    assert_eq!(sent.len(), 3, "dropped keys are never published");
+    // Existing keys keep updating.
+    h.send(0, &[10, 0, 0, 1], vec![Value::U32(10)], 2);
+    assert_eq!(h.agg(&[10, 0, 0, 1], 2), Some(vec![Value::U32(12)]));
+    assert_eq!(h.drain(1, 2).len(), 3);
+    assert_eq!(h.drain(0, 2).len(), 1);
+    h.send(1, &[10, 0, 0, 2], vec![Value::U32(5)], 3);
+    let sent = h.drain(0, 3);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].values, vec![Value::U32(6)]);
+    // Malformed updates are no drops.
+    h.send(0, &[10, 0, 0, 9], vec![Value::U64(1)], 3);
+    assert_eq!(h.e.counters().dropped_entries, 4);
+    assert_eq!(h.e.counters().ignored_malformed, 1);
+    // A higher limit (a reload) lets new keys in; nothing held is lost.
+    h.e.set_limits(limits(4, 1000));
+    h.send(0, &[10, 0, 0, 4], vec![Value::U32(1)], 4);
+    h.send(0, &[10, 0, 0, 5], vec![Value::U32(1)], 4);
+    let t = h.e.table_info("/t.agg").unwrap();
+    assert_eq!((t.entries, t.dropped), (4, 5));
+    // A lower one drops nothing held, and stops new keys again.
+    h.e.set_limits(limits(2, 1000));
+    h.send(1, &[10, 0, 0, 1], vec![Value::U32(3)], 5);
+    assert_eq!(h.agg(&[10, 0, 0, 1], 5), Some(vec![Value::U32(13)]));
+    assert_eq!(h.e.table_info("/t.agg").unwrap().entries, 4);
+}
+
+#[test]
+fn a_key_that_expired_frees_its_place() {
+    let mut h = H::new(1, def(IN, "/t", KeyType::Ipv4, 4, 1000, &[("gpc0", 1, 0)]));
+    h.e.set_limits(limits(1, 1000));
+    h.send(0, &[10, 0, 0, 1], vec![Value::U32(1)], 0);
+    h.send(0, &[10, 0, 0, 2], vec![Value::U32(1)], 0);
+    assert_eq!(h.e.counters().dropped_entries, 1);
+    h.e.tick(1000);
+    assert_eq!(h.e.table_info("/t.agg").unwrap().entries, 0);
+    h.send(0, &[10, 0, 0, 2], vec![Value::U32(1)], 1001);
+    assert_eq!(h.agg(&[10, 0, 0, 2], 1001), Some(vec![Value::U32(1)]));
+    assert_eq!(h.e.counters().dropped_entries, 1);
+}
+
+#[test]
+fn tables_beyond_max_tables_are_refused() {
+    let cols = &[("gpc0", 1, 0)];
+    let mut e = Engine::new(cfg_any());
+    e.set_limits(limits(100, 2));
+    e.peer_connected(0, "lb0", PeerRole::Node, 0);
+    e.peer_connected(1, "lb1", PeerRole::Node, 0);
+    for (id, name) in [(1, "/a"), (2, "/b")] {
+        assert!(matches!(
+            e.table_defined(0, id, &def(id, name, KeyType::Ipv4, 4, 0, cols), 0),
+            TableVerdict::Input { .. }
+        ));
+    }
+    let c = def(3, "/c", KeyType::Ipv4, 4, 0, cols);
+    let refused = TableVerdict::Refused {
+        reason: "too many tables (max-tables 2)".into(),
+    };
+    assert_eq!(e.table_defined(0, 3, &c, 0), refused);
+    // Re-announced before every batch: refused again, counted once.
+    assert_eq!(e.table_defined(0, 3, &c, 0), refused);
+    assert_eq!(e.counters().refused_defs, 1);
+    assert_eq!(e.counters().refused_max_tables, 1);
+    // Its updates are ignored; no table was made.
+    e.update(0, 3, &upd(&[1, 2, 3, 4], vec![Value::U32(1)]), 0);
+    assert_eq!(e.counters().ignored_refused, 1);
+    assert_eq!(e.tables().len(), 2);
+    assert!(e.table_info("/c.agg").is_none());
+    // Existing tables still take new sources.
+    assert!(matches!(
+        e.table_defined(1, 1, &def(1, "/a", KeyType::Ipv4, 4, 0, cols), 0),
+        TableVerdict::Input { .. }
+    ));
+    e.update(1, 1, &upd(&[1, 2, 3, 4], vec![Value::U32(1)]), 0);
+    assert_eq!(e.counters().updates, 1);
+    // Another peer is refused too (its own count).
+    assert_eq!(e.table_defined(1, 3, &c, 0), refused);
+    assert_eq!(e.counters().refused_max_tables, 2);
+    // A higher limit (a reload): the next DEFINE creates the table.
+    e.set_limits(limits(100, 3));
+    assert!(matches!(
+        e.table_defined(0, 3, &c, 0),
+        TableVerdict::Input { .. }
+    ));
+    e.update(0, 3, &upd(&[1, 2, 3, 4], vec![Value::U32(1)]), 0);
+    assert_eq!(e.counters().updates, 2);
+    assert_eq!(e.tables().len(), 3);
+}
+
+#[test]
+fn max_tables_counts_the_forwarded_tables_an_input_brings() {
+    let cols = &[("gpc0", 1, 0)];
+    let mut e = Engine::new(cfg_intermediate());
+    // `/t` makes `/t.intermediate` and `/t.agg`: two tables.
+    e.set_limits(limits(100, 3));
+    e.peer_connected(0, "lb0", PeerRole::Node, 0);
+    let t = def(1, "/t", KeyType::Ipv4, 4, 0, cols);
+    assert!(matches!(
+        e.table_defined(0, 1, &t, 0),
+        TableVerdict::Input { .. }
+    ));
+    let u = def(2, "/u", KeyType::Ipv4, 4, 0, cols);
+    assert!(matches!(
+        e.table_defined(0, 2, &u, 0),
+        TableVerdict::Refused { reason } if reason == "too many tables (max-tables 3)"
+    ));
+    assert_eq!(e.tables().len(), 2);
+}
+
+#[test]
+fn declared_outputs_are_bounded_by_max_tables() {
+    let cols = &[("gpc0", 1, 0)];
+    let mut e = Engine::new(cfg_any());
+    e.set_limits(limits(100, 2));
+    e.peer_connected(0, "lb0", PeerRole::Node, 0);
+    for (id, name) in [(1, "/a.agg"), (2, "/b.agg")] {
+        assert_eq!(
+            e.table_defined(0, id, &def(id, name, KeyType::Ipv4, 4, 0, cols), 0),
+            TableVerdict::Output
+        );
+    }
+    let c = def(3, "/c.agg", KeyType::Ipv4, 4, 0, cols);
+    assert!(matches!(
+        e.table_defined(0, 3, &c, 0),
+        TableVerdict::Unexpected { reason } if reason.starts_with("too many tables")
+    ));
+    assert_eq!(e.table_defined(0, 3, &c, 0), TableVerdict::Ignored);
+    // Known ones are still accepted.
+    assert_eq!(
+        e.table_defined(0, 1, &def(1, "/a.agg", KeyType::Ipv4, 4, 0, cols), 0),
+        TableVerdict::Output
+    );
+}

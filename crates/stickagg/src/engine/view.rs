@@ -28,6 +28,8 @@ pub struct TableInfo {
     /// Definitions refused for a different shape, and the latest reason.
     pub refused: u64,
     pub last_refusal: Option<String>,
+    /// New keys dropped because the table held `max-entries` keys.
+    pub dropped: u64,
     /// Peers that declared the output.
     pub wanted_by: Vec<String>,
     /// Problems worth showing, e.g. a peer whose output table has a
@@ -154,6 +156,7 @@ impl Engine {
             sources,
             refused: t.refused,
             last_refusal: t.last_refusal.clone(),
+            dropped: t.dropped,
             wanted_by,
             warnings,
         }

@@ -162,6 +162,16 @@ impl Hub {
             "stickagg_table_sources",
             "Peers contributing to a table",
         );
+        let t_in = counter(
+            &mut reg,
+            "stickagg_table_updates_received",
+            "Updates stored, per table",
+        );
+        let t_out = counter(
+            &mut reg,
+            "stickagg_table_updates_sent",
+            "Aggregates sent to peers, per table",
+        );
         let dropped = counter(
             &mut reg,
             "stickagg_entries_dropped",
@@ -243,6 +253,8 @@ impl Hub {
                 let l = labels(&[("section", sec), ("table", &t.output)]);
                 entries.get_or_create(&l).set(t.entries as i64);
                 sources.get_or_create(&l).set(t.sources.len() as i64);
+                t_in.get_or_create(&l).inc_by(t.updates_in);
+                t_out.get_or_create(&l).inc_by(t.updates_out);
                 dropped.get_or_create(&l).inc_by(t.dropped);
             }
         }

@@ -242,6 +242,15 @@ fn commands_and_metrics(version: Version, net: Net) {
     assert!(text.contains(
         "stickagg_protocol_errors_total{section=\"data\",peer=\"enterprise1\",kind=\"decode\"} 0"
     ));
+    for m in ["received", "sent"] {
+        let name = format!(
+            "stickagg_table_updates_{m}_total{{section=\"data\",table=\"/request_rates.agg\"}}"
+        );
+        assert!(
+            sample(&text, &name).unwrap_or(0.0) >= 1.0,
+            "{name}:\n{text}"
+        );
+    }
     assert!(!text.contains(&key), "no per-key labels");
     assert_eq!(http(metrics, "/health"), (200, "OK\n".to_string()));
     assert_eq!(http(metrics, "/nope").0, 404);

@@ -903,6 +903,12 @@ impl Engine {
                 }
             }
         }
+        // Our output ids are table index + 1 (Table::new).
+        for u in &out {
+            if let Some(t) = self.tables.get_mut(u.table as usize - 1) {
+                t.updates_out += 1;
+            }
+        }
         out
     }
 

@@ -372,6 +372,10 @@ pub(super) struct Table {
     /// source never fed.
     pub(super) per_source: HashMap<u32, u32, RandomState>,
     pub(super) refused: u64,
+    /// Updates stored into this table, and aggregates sent from it (all
+    /// peers together), for the metrics.
+    pub(super) updates_in: u64,
+    pub(super) updates_out: u64,
     pub(super) last_refusal: Option<String>,
     /// New keys dropped because the table held `max-entries` keys.
     pub(super) dropped: u64,
@@ -409,6 +413,8 @@ impl Table {
             dirty: BTreeMap::new(),
             per_source: HashMap::default(),
             refused: 0,
+            updates_in: 0,
+            updates_out: 0,
             last_refusal: None,
             dropped: 0,
         }
@@ -503,6 +509,7 @@ impl Table {
             ctx.dict,
         );
         self.changed(ctx, slot, now);
+        self.updates_in += 1;
         Applied::Stored
     }
 

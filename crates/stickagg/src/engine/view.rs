@@ -27,6 +27,9 @@ pub struct TableInfo {
     pub sources: Vec<SourceInfo>,
     /// Definitions refused for a different shape, and the latest reason.
     pub refused: u64,
+    /// Updates stored into the table, and aggregates sent from it.
+    pub updates_in: u64,
+    pub updates_out: u64,
     pub last_refusal: Option<String>,
     /// New keys dropped because the table held `max-entries` keys.
     pub dropped: u64,
@@ -155,6 +158,8 @@ impl Engine {
             entries: t.len(),
             sources,
             refused: t.refused,
+            updates_in: t.updates_in,
+            updates_out: t.updates_out,
             last_refusal: t.last_refusal.clone(),
             dropped: t.dropped,
             wanted_by,

@@ -21,13 +21,7 @@ fn node_config(i: u8, agg: SocketAddr) -> String {
     let peers = NET.addr(10 + i, 10000);
     let http = NET.addr(10 + i, 8080);
     format!(
-        "global
-    stats socket {{sock}} mode 600 level admin
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
+        "{header}
 peers mypeers
     bind {peers}
     server enterprise{i}
@@ -39,7 +33,8 @@ frontend fe_main
     http-request track-sc0 src table mypeers/request_rates
     http-request deny deny_status 429 if {{ sc_http_req_rate(0,mypeers/request_rates.agg) gt {LIMIT} }}
     http-request return status 200
-"
+",
+        header = testkit::HAPROXY_HEADER
     )
 }
 

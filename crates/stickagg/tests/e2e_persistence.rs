@@ -110,15 +110,7 @@ fn lb_config(net: Net, host: u8, name: &str, agg: SocketAddr, lb: &Lb, servers: 
         .map(|l| format!("    {l}\n"))
         .collect();
     format!(
-        "global
-    stats socket {{sock}} mode 600 level admin
-
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-
+        "{header}
 peers mypeers
     bind {peers}
     server {name}
@@ -132,7 +124,8 @@ frontend fe_main
 
 backend servers
     balance roundrobin
-    {stick}{servers}"
+    {stick}{servers}",
+        header = testkit::HAPROXY_HEADER
     )
 }
 

@@ -416,7 +416,13 @@ fn mismatched_table_and_unknown_peer(version: Version, net: Net) {
         log.contains("enterprise3") && log.contains("/request_rates"),
         "{log}"
     );
-    assert!(log.contains("unknown peer 'enterprise4'"), "{log}");
+    // Node 4's hello may still be on its way: wait for its refusal too.
+    wait_for(Duration::from_secs(5), "unknown peer refused", || {
+        let log = sa.log();
+        log.contains("unknown peer 'enterprise4'")
+            .then_some(())
+            .ok_or(log)
+    });
     // The unknown node sees the protocol's refusal status.
     wait_for(Duration::from_secs(5), "UNKN status on enterprise4", || {
         let out = n4.haproxy.cmd("show peers");

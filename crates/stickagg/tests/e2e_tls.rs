@@ -90,15 +90,7 @@ fn node_tls_config(
     let http = net.addr(host, HTTP_PORT);
     let (pem, ca) = (pem.display(), ca.display());
     format!(
-        "global
-    stats socket {{sock}} mode 600 level admin
-
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-
+        "{header}
 peers mypeers
     bind {peers} ssl crt {pem} ca-file {ca} verify required
     server {name}
@@ -110,6 +102,7 @@ frontend fe_main
     http-request track-sc0 src table mypeers/request_rates
     http-request return status 200
 ",
+        header = testkit::HAPROXY_HEADER,
         tables = TABLES
             .lines()
             .filter(|l| !l.is_empty())

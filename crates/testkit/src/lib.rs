@@ -49,3 +49,16 @@ pub fn temp_dir() -> TempDir {
             )
         })
 }
+
+/// The `global` and `defaults` sections every test HAProxy starts with: the
+/// stats socket [`Haproxy`] needs (`{sock}` is replaced when the process
+/// starts) and short HTTP timeouts. Tests append their own sections.
+pub const HAPROXY_HEADER: &str = "global
+    stats socket {sock} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+";

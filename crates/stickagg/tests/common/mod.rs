@@ -172,15 +172,7 @@ pub fn node_config(net: Net, host: u8, name: &str, agg: SocketAddr, spec: &NodeS
     let peers = net.addr(host, PEERS_PORT);
     let http = net.addr(host, HTTP_PORT);
     format!(
-        "global
-    stats socket {{sock}} mode 600 level admin
-
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-
+        "{header}
 peers mypeers
     bind {peers}
     server {name}
@@ -192,6 +184,7 @@ frontend fe_main
 {rules}
     http-request return status 200
 ",
+        header = testkit::HAPROXY_HEADER,
         agg_name = spec.agg_name,
         tables = indent(spec.tables),
         rules = indent(spec.rules),

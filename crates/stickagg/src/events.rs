@@ -31,15 +31,15 @@ impl Hub {
                             "table {} from {} aggregated into {output}",
                             def.name, self.sections[s].peers[p].name
                         );
-                        self.declare_outputs(s);
+                        self.declare_outputs_if_changed(s);
                     }
-                    TableVerdict::Output => self.declare_outputs(s),
+                    TableVerdict::Output => self.declare_outputs_if_changed(s),
                     TableVerdict::Forwarded => {
                         debug!(
                             "table {} from up peer {} relayed to the peers that declare it",
                             def.name, self.sections[s].peers[p].name
                         );
-                        self.declare_outputs(s);
+                        self.declare_outputs_if_changed(s);
                     }
                     TableVerdict::Ignored => debug!(
                         "table {} from {} is not aggregated",
@@ -307,7 +307,18 @@ impl Hub {
 
     /// (Re)declares, on every established session of a section, the output
     /// tables its peer should receive. Cheap and idempotent.
+    /// [`declare_outputs`](Self::declare_outputs) when the engine says some
+    /// peer's outputs may have changed since the last time: a DEFINE arrives
+    /// before every batch of a node's updates, and most change nothing.
+    fn declare_outputs_if_changed(&mut self, s: usize) {
+        if self.sections[s].declared_gen != self.sections[s].engine.outputs_generation() {
+            self.declare_outputs(s);
+        }
+    }
+
     fn declare_outputs(&mut self, s: usize) {
+        let gen = self.sections[s].engine.outputs_generation();
+        self.sections[s].declared_gen = gen;
         let sec = &self.sections[s];
         for (pi, p) in sec.peers.iter().enumerate() {
             let Some(cid) = p.conn else { continue };

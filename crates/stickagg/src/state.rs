@@ -168,6 +168,8 @@ pub struct SectionState {
     drops_log: RateLimit,
     /// Tables refused by `max-tables`.
     pub(crate) tables_log: RateLimit,
+    /// The engine's outputs generation last declared on the sessions.
+    pub(crate) declared_gen: u64,
 }
 
 impl SectionState {
@@ -189,6 +191,7 @@ impl SectionState {
             table_drops_reported: Vec::new(),
             drops_log: RateLimit::default(),
             tables_log: RateLimit::default(),
+            declared_gen: 0,
         }
     }
 

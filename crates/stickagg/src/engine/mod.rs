@@ -323,6 +323,9 @@ pub struct Engine {
     stamp: u64,
     dict: Interner,
     counters: EngineCounters,
+    /// Bumped whenever what some peer receives may have changed (see
+    /// [`Engine::outputs_generation`]).
+    outputs_gen: u64,
     limits: EngineLimits,
 }
 
@@ -353,6 +356,7 @@ impl Engine {
             stamp: 0,
             dict: Interner::default(),
             counters: EngineCounters::default(),
+            outputs_gen: 0,
             limits: EngineLimits::default(),
         }
     }
@@ -690,6 +694,7 @@ impl Engine {
     ///   forwarded tables it declared;
     /// - `Down`: the outputs and forwarded tables it declared.
     fn refresh_sends(&mut self, only: Option<PeerId>) {
+        self.outputs_gen += 1;
         let (cfg, tables) = (&self.cfg, &self.tables);
         for (id, p) in self.peers.iter_mut() {
             if only.is_some_and(|o| o != *id) {
@@ -845,6 +850,13 @@ impl Engine {
     /// Output table definitions to send to this peer (ids are our table ids,
     /// stable for the process, never 0): the tables it receives changes of
     /// (see `refresh_sends`). In id order.
+    /// Changes whenever [`outputs_for`](Self::outputs_for) may answer
+    /// differently for some peer. HAProxy re-sends a DEFINE before every
+    /// batch of updates; the hub re-declares outputs only when this moved.
+    pub fn outputs_generation(&self) -> u64 {
+        self.outputs_gen
+    }
+
     pub fn outputs_for(&self, peer: PeerId) -> Vec<Arc<TableDef>> {
         let Some(p) = self.peers.get(&peer) else {
             return Vec::new();

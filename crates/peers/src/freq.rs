@@ -42,16 +42,35 @@ impl std::ops::AddAssign for Window {
     }
 }
 
-/// After HAProxy's period rotation at elapsed `e`: (past, curr, remain).
-/// `remain` is negative when even the rotated window is over (e ≥ 2P).
-fn rotate(e: i64, curr: u32, prev: u32, period: u32) -> (u64, u64, i64) {
+/// How a boundary instant is treated by [`rotate`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Boundary {
+    /// HAProxy's read: at exactly `e = P` the period has not rotated yet.
+    Haproxy,
+    /// For sums: rotate at exactly `e = P` too. Both give the same total
+    /// there, but only this gives the slope of the period that starts, which
+    /// is what the sum does next; at exactly `2P` nothing is left.
+    LookAhead,
+}
+
+/// The period rotation at elapsed `e`: (past, curr, remain). `remain` is
+/// negative (or zero with [`Boundary::LookAhead`]) when even the rotated
+/// window is over.
+fn rotate(e: i64, curr: u32, prev: u32, period: u32, b: Boundary) -> (u64, u64, i64) {
     let p = period as i64;
     let mut remain = p - e;
     let mut past = prev as u64;
     let mut cur = curr as u64;
-    if remain < 0 {
+    let over = |r: i64| {
+        if b == Boundary::Haproxy {
+            r < 0
+        } else {
+            r <= 0
+        }
+    };
+    if over(remain) {
         remain += p;
-        past = if remain >= 0 { cur } else { 0 };
+        past = if over(remain) { 0 } else { cur };
         cur = 0;
     }
     (past, cur, remain)
@@ -64,7 +83,7 @@ pub fn read(e: i64, curr: u32, prev: u32, period: u32) -> u32 {
     if period == 0 {
         return curr;
     }
-    let (past, cur, remain) = rotate(e, curr, prev, period);
+    let (past, cur, remain) = rotate(e, curr, prev, period, Boundary::Haproxy);
     if cur == 0 && past <= 1 {
         return past as u32;
     }
@@ -96,18 +115,8 @@ impl FreqCtr {
         if period == 0 {
             return Window::default();
         }
-        // Rotate on `remain <= 0` (HAProxy's read uses `< 0`): at exactly a
-        // period boundary both give the same total, but only this one gives
-        // the slope of the period that starts, which is what the sum will
-        // do next. At exactly 2P the counter contributes nothing any more.
-        let p = period as i64;
         let e = self.elapsed_signed() + since_ms;
-        let (mut past, mut cur, mut remain) = (self.prev as u64, self.curr as u64, p - e);
-        if remain <= 0 {
-            remain += p;
-            past = if remain > 0 { cur } else { 0 };
-            cur = 0;
-        }
+        let (past, cur, remain) = rotate(e, self.curr, self.prev, period, Boundary::LookAhead);
         if remain <= 0 || (past == 0 && cur == 0) {
             return Window::default();
         }

@@ -1,7 +1,7 @@
 //! The load simulator (`stickagg-bench`) against a stickagg it starts
 //! itself: simulated nodes over real TCP, and every total stickagg pushes
 //! back into their `.agg` tables must be exact once the load is over.
-//! Correctness only: nothing here depends on timing (nets 240–241).
+//! Correctness only: nothing here depends on timing (nets 240–243).
 
 use std::process::Command;
 
@@ -112,4 +112,49 @@ fn missing_totals_fail_the_run() {
     assert_eq!(out.status.code(), Some(1), "{json}");
     assert!(json.starts_with("{\"ok\":false,"), "{json}");
     assert!(json.contains("\"check\":{\"ok\":false"), "{json}");
+}
+
+/// `kill -9` of stickagg after the fill, and a restart: the nodes reconnect,
+/// teach the new process everything on its resync request, and every node
+/// holds the exact totals again (what it had received before is forgotten,
+/// so these come from the new process); the load after it is exact too.
+#[test]
+fn restart_relearns_exact_totals() {
+    let json = bench(&[
+        "--net",
+        "243",
+        "-n",
+        "3",
+        "-k",
+        "2000",
+        "--restart",
+        "-d",
+        "1",
+        "-r",
+        "2000",
+    ]);
+    assert!(json.starts_with("{\"ok\":true,"), "{json}");
+    assert!(
+        json.contains("\"restart\":{\"entries\":6000,\"seconds_to_exact\":"),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"check\":{\"ok\":true,\"keys\":2000,\"mismatches\":0"),
+        "{json}"
+    );
+}
+
+/// A run whose contributions could lapse before the final check (table
+/// `expire` shorter than the load plus the settle time) is refused up front
+/// rather than reported as a mismatch.
+#[test]
+fn expire_shorter_than_the_run_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stickagg-bench"))
+        .args(["--spawn", "--net", "243", "-d", "5", "--settle", "10"])
+        .args(["--expire", "10000", "--quiet"])
+        .output()
+        .expect("run stickagg-bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--expire 10000 ms does not outlast"), "{err}");
 }

@@ -26,7 +26,12 @@ use std::path::PathBuf;
 ///
 ///   stickagg-bench --spawn -n 10 -k 100000 --updates 500000 --haproxy ~/.cache/haproxy-builds/3.0.11/haproxy
 ///
+///   stickagg-bench --spawn -n 10 -k 1000000 --restart -d 5   (relearning after kill -9)
+///
 ///   stickagg-bench --target 192.168.50.40:10000 --pid 4242 -n 3
+///
+/// The final check expects every node's contributions to be alive: the
+/// table `--expire` must outlast the run (checked for --duration runs).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "stickagg-bench", version, verbatim_doc_comment)]
 pub struct Args {
@@ -99,6 +104,20 @@ pub struct Args {
     /// (all keys × nodes present: the memory figure), reported separately.
     #[arg(long)]
     pub fill: bool,
+
+    /// Crash and restart: after the fill (implied), once every node holds
+    /// exact totals, `kill -9` the spawned stickagg, start it again, and
+    /// measure how long until every node holds exact totals again, relearned
+    /// from the nodes' answers to the new process's resync request (the
+    /// nodes forget what they had received). Then the load runs as usual.
+    #[arg(long, requires = "spawn")]
+    pub restart: bool,
+
+    /// Sample the receiver's RSS, open files and CPU time every this many
+    /// seconds of the load (0: never), printed as a table after the results
+    /// and in the JSON (`samples`). For soak runs.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub sample: f64,
 
     /// Input table name (sent as `/<name>`, as HAProxy names a table of a
     /// `peers` section).

@@ -15,7 +15,7 @@ pub mod spawn;
 use cli::{Args, Store};
 use dist::Sampler;
 use node::{NodeResult, Phase, RunCfg, Shared};
-use report::{Check, Convergence, Fill, PhaseReport};
+use report::{Check, Convergence, Fill, PhaseReport, Restart, Sample};
 use spawn::Spawned;
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -65,6 +65,22 @@ fn run(args: Args) -> Result<bool, String> {
     }
     if args.table.contains('/') || args.table.is_empty() {
         return Err("--table is a plain table name (sent as /<name>)".into());
+    }
+    // The nodes' expected totals count every update they ever sent, so no
+    // contribution may lapse before the check ends (a node that goes quiet
+    // on a key for longer than `expire` loses it at the aggregator, exactly
+    // as HAProxy would drop its own entry).
+    let checked = args.spawn || args.target.is_some();
+    let run_ms = (args.duration + args.settle.max(1.0)) * 1000.0;
+    if checked && args.updates.is_none() && args.expire as f64 <= run_ms {
+        return Err(format!(
+            "--expire {} ms does not outlast the load and the settle time ({run_ms:.0} ms): \
+             contributions would lapse before the exact-total check; give a longer --expire",
+            args.expire
+        ));
+    }
+    if args.sample < 0.0 {
+        return Err("--sample must not be negative".into());
     }
     let store = Store::parse(&args.store)?;
     let sampler = Arc::new(Sampler::new(args.dist, args.keys));
@@ -228,6 +244,13 @@ struct Run<'a> {
     handles: Vec<JoinHandle<Result<NodeResult, String>>>,
     proc_: Option<&'a mut Spawned>,
     progress: Progress,
+    /// The receiver's pid (a restart changes it).
+    pid: Option<u32>,
+    /// `--sample`: every how long, since when, next due, and the samples.
+    sample_every: Option<Duration>,
+    sampling_since: Option<Instant>,
+    next_sample: Instant,
+    samples: Vec<Sample>,
 }
 
 impl Run<'_> {
@@ -259,6 +282,7 @@ impl Run<'_> {
             if start.elapsed() > timeout {
                 return Ok(false);
             }
+            self.sample(false);
             self.progress.tick(&self.sh, what);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -266,6 +290,98 @@ impl Run<'_> {
 
     fn sum(&self, f: fn(&node::NodeStat) -> u64) -> u64 {
         self.sh.stats.iter().map(f).sum()
+    }
+
+    /// Takes a `--sample` if one is due (or `now`, for the last one).
+    fn sample(&mut self, now: bool) {
+        let (Some(every), Some(since)) = (self.sample_every, self.sampling_since) else {
+            return;
+        };
+        if !now && Instant::now() < self.next_sample {
+            return;
+        }
+        // The closing sample only when the last one is not just as recent.
+        let t = since.elapsed().as_secs_f64();
+        if now
+            && self
+                .samples
+                .last()
+                .is_some_and(|x| t - x.t < every.as_secs_f64() / 2.0)
+        {
+            return;
+        }
+        self.next_sample += every;
+        self.samples.push(Sample {
+            t,
+            rss_kib: self.pid.and_then(|p| procfs::vm_kib(p, "VmRSS")),
+            fds: self.pid.and_then(procfs::open_fds),
+            cpu_s: self.pid.and_then(procfs::cpu_seconds),
+            acked: self.sum(|s| s.acked.load(Relaxed)),
+            agg_in: self.sum(|s| s.agg_in.load(Relaxed)),
+        });
+    }
+
+    /// `--restart`: with every node holding exact totals after the fill,
+    /// `kill -9` the receiver, start it again, and time the relearning.
+    async fn restart(
+        &mut self,
+        tx: &watch::Sender<Phase>,
+        args: &Args,
+        settle: Duration,
+    ) -> Result<Restart, String> {
+        // The fill sent every key once from every node.
+        let expected = Arc::new(vec![
+            args.nodes.min(u32::MAX as usize) as u32;
+            args.keys as usize
+        ]);
+        let _ = tx.send(Phase::Check(expected.clone()));
+        if !self
+            .wait("fill totals", settle, |sh| {
+                sh.stats.iter().all(|s| s.mismatches.load(Relaxed) == 0)
+            })
+            .await?
+        {
+            return Err("the totals after the fill are not exact".into());
+        }
+        let _ = tx.send(Phase::Restart(expected));
+        // Every node must know a lost connection is expected now.
+        self.wait("restart", settle, |sh| {
+            sh.stats.iter().all(|s| !s.ready.load(Relaxed))
+        })
+        .await?;
+        let Some(p) = self.proc_.as_deref_mut() else {
+            return Err("--restart needs --spawn".into());
+        };
+        let t0 = Instant::now();
+        p.restart()?;
+        let pid = p.pid();
+        self.pid = Some(pid);
+        self.progress.pid = Some(pid);
+        let relearned = self
+            .wait("relearning", settle, |sh| {
+                sh.stats
+                    .iter()
+                    .all(|s| s.ready.load(Relaxed) && s.mismatches.load(Relaxed) == 0)
+            })
+            .await?;
+        let secs = t0.elapsed().as_secs_f64();
+        if !relearned {
+            return Err(format!(
+                "totals not exact {settle:?} after the restart ({} node×keys differ)",
+                self.sh
+                    .stats
+                    .iter()
+                    .map(|s| s.mismatches.load(Relaxed))
+                    .filter(|&m| m != u64::MAX)
+                    .sum::<u64>()
+            ));
+        }
+        Ok(Restart {
+            entries: args.nodes as u64 * args.keys as u64,
+            secs,
+            cpu_s: procfs::cpu_seconds(pid),
+            pid_after: pid,
+        })
     }
 }
 
@@ -317,10 +433,15 @@ async fn phase(
         handles,
         proc_,
         progress: Progress::new(args.quiet, receiver.label(), pid),
+        pid,
+        sample_every: (args.sample > 0.0).then(|| Duration::from_secs_f64(args.sample)),
+        sampling_since: None,
+        next_sample: Instant::now(),
+        samples: Vec::new(),
     };
     let load_start = procfs::loadavg();
-    let cpu = || pid.and_then(procfs::cpu_seconds);
-    let rss = || pid.and_then(|p| procfs::vm_kib(p, "VmRSS"));
+    let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_seconds);
+    let rss = |pid: Option<u32>| pid.and_then(|p| procfs::vm_kib(p, "VmRSS"));
 
     if !run
         .wait("handshakes", settle, |sh| {
@@ -334,10 +455,12 @@ async fn phase(
             args.nodes
         ));
     }
-    let rss_base_kib = rss();
+    let rss_base_kib = rss(run.pid);
+    // No contribution lapses before this plus `expire`.
+    let first_update = Instant::now();
 
-    let fill = if args.fill {
-        let (t0, c0) = (Instant::now(), cpu());
+    let fill = if args.fill || args.restart {
+        let (t0, c0) = (Instant::now(), cpu(run.pid));
         let _ = tx.send(Phase::Fill);
         let done = run
             .wait("fill", settle.max(Duration::from_secs(600)), |sh| {
@@ -350,16 +473,23 @@ async fn phase(
         Some(Fill {
             updates: args.nodes as u64 * args.keys as u64,
             secs: t0.elapsed().as_secs_f64(),
-            cpu_s: cpu().zip(c0).map(|(a, b)| a - b),
-            rss_kib: rss(),
+            cpu_s: cpu(run.pid).zip(c0).map(|(a, b)| a - b),
+            rss_kib: rss(run.pid),
         })
+    } else {
+        None
+    };
+    let restart = if args.restart && checked {
+        Some(run.restart(&tx, args, settle).await?)
     } else {
         None
     };
 
     // The load.
-    let (cpu0, sim0) = (cpu(), procfs::self_cpu_seconds());
+    let (cpu0, sim0) = (cpu(run.pid), procfs::self_cpu_seconds());
     let start_us = sh.now_us();
+    run.sampling_since = Some(Instant::now());
+    run.next_sample = Instant::now();
     // Cleared here, not by the nodes: the wait below must not see the
     // fill's flags before the nodes enter the load.
     for s in &sh.stats {
@@ -414,12 +544,20 @@ async fn phase(
         .map(|s| s.last_ack_us.load(Relaxed))
         .max()
         .unwrap_or(start_us);
-    let cpu_ack = cpu();
+    let cpu_ack = cpu(run.pid);
     let updates = run.sum(|s| s.load_sent.load(Relaxed));
 
     let mut check = None;
     let mut cpu_total = None;
     if checked {
+        let lived = first_update.elapsed() + settle;
+        if lived.as_millis() >= args.expire as u128 {
+            return Err(format!(
+                "the run lasts {lived:?} with the settle time, longer than --expire {} ms: \
+                 contributions may lapse before the exact-total check; give a longer --expire",
+                args.expire
+            ));
+        }
         let counters: Vec<Vec<u32>> = sh
             .stats
             .iter()
@@ -433,7 +571,7 @@ async fn phase(
                 sh.stats.iter().all(|s| s.mismatches.load(Relaxed) == 0)
             })
             .await?;
-        cpu_total = cpu();
+        cpu_total = cpu(run.pid);
         let mismatches = sh
             .stats
             .iter()
@@ -453,9 +591,10 @@ async fn phase(
             converged_after_s: load_end_at.elapsed().as_secs_f64(),
         });
     }
+    run.sample(true);
     let sim_cpu_s = procfs::self_cpu_seconds() - sim0;
-    let hwm_kib = pid.and_then(|p| procfs::vm_kib(p, "VmHWM"));
-    let rss_end_kib = rss();
+    let hwm_kib = run.pid.and_then(|p| procfs::vm_kib(p, "VmHWM"));
+    let rss_end_kib = rss(run.pid);
     let agg_in = run.sum(|s| s.agg_in.load(Relaxed));
     let unresolved = sh.unresolved_markers();
     let _ = tx.send(Phase::Stop);
@@ -471,7 +610,9 @@ async fn phase(
     let sub = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
     Ok(PhaseReport {
         receiver: receiver.label(),
-        pid,
+        pid: run.pid,
+        restart,
+        samples: std::mem::take(&mut run.samples),
         nodes: args.nodes,
         keys: args.keys,
         dist: args.dist.to_string(),

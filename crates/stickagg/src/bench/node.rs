@@ -25,8 +25,11 @@ const AGG_ID: u64 = 2;
 const BATCH: u64 = 256;
 /// Bytes queued for the socket above which no more updates are encoded.
 const HIGH_WATER: usize = 256 * 1024;
-/// How often a node compares its `.agg` table with the expected totals.
+/// How often a node publishes how many keys differ from the expected totals
+/// (kept up to date as `.agg` updates arrive), and how often it looks for an
+/// example of one (a scan of the keys).
 const CHECK_EVERY_US: u64 = 50_000;
+const EXAMPLE_EVERY_US: u64 = 1_000_000;
 
 /// What every node of a run shares.
 #[derive(Debug)]
@@ -68,6 +71,12 @@ pub enum Phase {
     Drain,
     /// Expected totals, per key.
     Check(Arc<Vec<u32>>),
+    /// The receiver is being restarted: a lost connection is expected and
+    /// re-established; once reconnected, the node answers the new process's
+    /// resync request with everything it holds (as HAProxy teaches a peer
+    /// that reconnects) and checks that the totals it is sent back are these
+    /// (from scratch: what it received before the restart is forgotten).
+    Restart(Arc<Vec<u32>>),
     Stop,
 }
 
@@ -99,6 +108,8 @@ pub struct NodeStat {
     pub example: Mutex<Option<(u32, u32, u32)>>,
     /// Final counters, published when the load stops.
     pub counters: Mutex<Option<Vec<u32>>>,
+    /// Connections re-established after the receiver went away.
+    pub reconnects: AtomicU64,
 }
 
 pub struct Shared {
@@ -246,7 +257,10 @@ struct Node {
     delays: Vec<u32>,
     out: BytesMut,
     expected: Option<Arc<Vec<u32>>>,
+    /// Keys whose last `.agg` value differs from `expected`.
+    bad: u64,
     next_check_us: u64,
+    next_example_us: u64,
 }
 
 impl Node {
@@ -270,20 +284,7 @@ impl Node {
         }
         let mut rng = Rng::new(cfg.seed.wrapping_add(idx as u64));
         let rate_phase = rng.next_u64() as u32;
-        let now = sh.now_us() / 1000;
-        let mut sess = Session::new(
-            Role::Connect {
-                callee: cfg.callee.clone(),
-                caller: format!("node{}", idx + 1),
-                pid: std::process::id(),
-            },
-            SessionConfig::default(),
-            now,
-        );
-        sess.declare_table(Arc::new(sh.table_def(INPUT_ID, &cfg.table)));
-        if let Some(agg) = &cfg.agg_table {
-            sess.declare_table(Arc::new(sh.table_def(AGG_ID, agg)));
-        }
+        let sess = new_session(&sh, idx, sh.now_us() / 1000);
         let checked = cfg.agg_table.is_some();
         Node {
             idx,
@@ -308,7 +309,9 @@ impl Node {
             delays: Vec::new(),
             out: BytesMut::with_capacity(HIGH_WATER * 2),
             expected: None,
+            bad: 0,
             next_check_us: 0,
+            next_example_us: 0,
             sh,
         }
     }
@@ -326,13 +329,59 @@ impl Node {
             Phase::Drain => {
                 *self.stat().counters.lock().unwrap() = Some(self.counters.clone());
             }
-            Phase::Check(exp) => {
+            Phase::Check(exp) | Phase::Restart(exp) => {
                 self.expected = Some(exp.clone());
+                self.recount();
                 self.next_check_us = now_us;
+                if matches!(p, Phase::Restart(_)) {
+                    // Not ready until the new process has been taught and
+                    // has taught us (the run waits for every node to be
+                    // here before it kills the receiver).
+                    self.learned = false;
+                    self.answered = false;
+                    self.stat().ready.store(false, Relaxed);
+                    self.stat().mismatches.store(u64::MAX, Relaxed);
+                }
             }
-            _ => {}
+            _ => self.expected = None,
         }
         self.phase = p;
+    }
+
+    /// A new session after the receiver went away: the same node (name,
+    /// counters, rates), a fresh connection state, and no `.agg` values
+    /// (everything must be learned again from the new process).
+    fn reconnected(&mut self, now_us: u64) {
+        let cfg = &self.sh.cfg;
+        self.sess = new_session(&self.sh, self.idx, now_us / 1000);
+        self.agg_remote = None;
+        self.answered = false;
+        self.learned = false;
+        // Update ids start again with the session; ACKs refer to them.
+        self.sent = 0;
+        self.acked = 0;
+        self.out.clear();
+        if cfg.agg_table.is_some() {
+            self.last_recv.iter_mut().for_each(|v| *v = 0);
+        }
+        self.recount();
+        let st = self.stat();
+        st.sent.store(0, Relaxed);
+        st.acked.store(0, Relaxed);
+        st.reconnects.fetch_add(1, Relaxed);
+        self.next_check_us = now_us;
+    }
+
+    /// Teaches the receiver every key this node holds, as HAProxy does on a
+    /// resync: current values, nothing counted anew.
+    fn teach_all(&mut self, now_us: u64) -> Result<(), String> {
+        for k in 0..self.sh.cfg.keys {
+            if self.counters[k as usize] != 0 {
+                self.encode(k, now_us, false)?;
+            }
+        }
+        self.stat().sent.store(self.sent, Relaxed);
+        Ok(())
     }
 
     /// Session events: the resync dance, `.agg` updates, ACKs.
@@ -346,13 +395,15 @@ impl Node {
                     self.sess.send_resync_request(now);
                 }
                 Event::ResyncRequest => {
-                    // Teach: our tables (empty so far), then FINISHED.
+                    // Teach: our tables, every key we hold (none before the
+                    // fill; all of them to a restarted receiver), FINISHED.
                     let name = self.name();
                     let err = |e| format!("{name}: {e}");
                     self.sess.send_define(INPUT_ID, now).map_err(err)?;
                     if self.sh.cfg.agg_table.is_some() {
                         self.sess.send_define(AGG_ID, now).map_err(err)?;
                     }
+                    self.teach_all(now_us)?;
                     self.sess.send_resync_end(false, now);
                     self.answered = true;
                 }
@@ -414,6 +465,15 @@ impl Node {
     }
 
     fn on_agg(&mut self, k: u32, v: u32, now_us: u64) {
+        if let Some(exp) = &self.expected {
+            let want = exp[k as usize];
+            let was = self.last_recv[k as usize] != want;
+            match (was, v != want) {
+                (true, false) => self.bad -= 1,
+                (false, true) => self.bad += 1,
+                _ => {}
+            }
+        }
         self.last_recv[k as usize] = v;
         self.stat().agg_in.fetch_add(1, Relaxed);
         if self.idx >= 64 || self.sh.marker_count[k as usize].load(Relaxed) == 0 {
@@ -442,29 +502,8 @@ impl Node {
 
     /// Encodes one update of key `k` (its counter + 1).
     fn send_one(&mut self, k: u32, now_us: u64, marker: bool) -> Result<(), String> {
+        self.encode(k, now_us, true)?;
         let ki = k as usize;
-        let c = self.counters[ki].saturating_add(1);
-        self.counters[ki] = c;
-        // The node's clock for rates: ms, never 0.
-        let fq_now = (now_us / 1000) as u32 + (1 << 20);
-        self.values.clear();
-        for s in &self.slots {
-            self.values.push(match *s {
-                Slot::Count32 => Value::U32(c),
-                Slot::Count64 => Value::U64(c as u64),
-                Slot::ServerId => Value::ServerId(1),
-                Slot::Rate(r, period) => {
-                    let f = &mut self.rates[r][ki];
-                    f.touch(fq_now, period, self.rate_phase);
-                    Value::Freq(f.wire(fq_now))
-                }
-            });
-        }
-        let key = KEY_BASE.wrapping_add(k).to_be_bytes();
-        self.sess
-            .send_update(INPUT_ID, &key, &self.values, None, now_us / 1000)
-            .map_err(|e| format!("node{}: cannot send: {e}", self.idx + 1))?;
-        self.sent += 1;
         if !self.sh.totals.is_empty() {
             let total = self.sh.totals[ki].fetch_add(1, Relaxed) + 1;
             if marker && now_us >= self.next_marker_us {
@@ -478,6 +517,39 @@ impl Node {
                 self.sh.marker_count[ki].fetch_add(1, Relaxed);
             }
         }
+        Ok(())
+    }
+
+    /// Encodes an update of key `k` with its values, counted one event
+    /// further first when `count` (a request), else as they are (a resync).
+    fn encode(&mut self, k: u32, now_us: u64, count: bool) -> Result<(), String> {
+        let ki = k as usize;
+        if count {
+            self.counters[ki] = self.counters[ki].saturating_add(1);
+        }
+        let c = self.counters[ki];
+        // The node's clock for rates: ms, never 0.
+        let fq_now = (now_us / 1000) as u32 + (1 << 20);
+        self.values.clear();
+        for s in &self.slots {
+            self.values.push(match *s {
+                Slot::Count32 => Value::U32(c),
+                Slot::Count64 => Value::U64(c as u64),
+                Slot::ServerId => Value::ServerId(1),
+                Slot::Rate(r, period) => {
+                    let f = &mut self.rates[r][ki];
+                    if count {
+                        f.touch(fq_now, period, self.rate_phase);
+                    }
+                    Value::Freq(f.wire(fq_now))
+                }
+            });
+        }
+        let key = KEY_BASE.wrapping_add(k).to_be_bytes();
+        self.sess
+            .send_update(INPUT_ID, &key, &self.values, None, now_us / 1000)
+            .map_err(|e| format!("node{}: cannot send: {e}", self.idx + 1))?;
+        self.sent += 1;
         Ok(())
     }
 
@@ -536,23 +608,41 @@ impl Node {
         Ok(g)
     }
 
-    /// Compares the `.agg` table with the expected totals.
+    /// Counts the keys whose `.agg` value differs from the expected total
+    /// (once per expectation; `on_agg` keeps the count from then on).
+    fn recount(&mut self) {
+        self.bad = match &self.expected {
+            Some(exp) => self
+                .last_recv
+                .iter()
+                .zip(exp.iter())
+                .filter(|(got, want)| got != want)
+                .count() as u64,
+            None => 0,
+        };
+    }
+
+    /// Publishes how many keys differ from the expected totals, and now and
+    /// then an example of one.
     fn check(&mut self, now_us: u64) {
         let Some(exp) = &self.expected else { return };
         if now_us < self.next_check_us {
             return;
         }
         self.next_check_us = now_us + CHECK_EVERY_US;
-        let mut bad = 0u64;
-        let mut example = None;
-        for (k, (&got, &want)) in self.last_recv.iter().zip(exp.iter()).enumerate() {
-            if got != want {
-                bad += 1;
-                example.get_or_insert((k as u32, got, want));
-            }
+        if self.bad > 0 && now_us >= self.next_example_us {
+            self.next_example_us = now_us + EXAMPLE_EVERY_US;
+            let example = self
+                .last_recv
+                .iter()
+                .zip(exp.iter())
+                .position(|(got, want)| got != want)
+                .map(|k| (k as u32, self.last_recv[k], exp[k]));
+            *self.stat().example.lock().unwrap() = example;
+        } else if self.bad == 0 {
+            *self.stat().example.lock().unwrap() = None;
         }
-        *self.stat().example.lock().unwrap() = example;
-        self.stat().mismatches.store(bad, Relaxed);
+        self.stat().mismatches.store(self.bad, Relaxed);
     }
 
     fn pull_tx(&mut self) {
@@ -574,6 +664,25 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// A connecting session of node `idx` with its tables declared.
+fn new_session(sh: &Shared, idx: usize, now_ms: u64) -> Session {
+    let cfg = &sh.cfg;
+    let mut sess = Session::new(
+        Role::Connect {
+            callee: cfg.callee.clone(),
+            caller: format!("node{}", idx + 1),
+            pid: std::process::id(),
+        },
+        SessionConfig::default(),
+        now_ms,
+    );
+    sess.declare_table(Arc::new(sh.table_def(INPUT_ID, &cfg.table)));
+    if let Some(agg) = &cfg.agg_table {
+        sess.declare_table(Arc::new(sh.table_def(AGG_ID, agg)));
+    }
+    sess
 }
 
 /// Position, in an update of `def`, of the counter the checks read.
@@ -610,39 +719,86 @@ pub fn combine_totals(store: &Store, counters: &[Vec<u32>], keys: usize) -> Vec<
         .collect()
 }
 
-/// Runs node `idx` until the phase says stop.
+/// How one connection of a node ended.
+enum Ended {
+    /// The run is over.
+    Stop,
+    /// The connection was lost (why); fatal unless a restart is under way.
+    Lost(String),
+}
+
+/// Runs node `idx` until the phase says stop, reconnecting when the
+/// receiver is restarted on purpose (`Phase::Restart`).
 pub async fn run(
     sh: Arc<Shared>,
     idx: usize,
     mut phase_rx: watch::Receiver<Phase>,
 ) -> Result<NodeResult, String> {
-    let target = sh.cfg.target;
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target))
-        .await
-        .map_err(|_| format!("node{}: connect to {target}: timeout", idx + 1))?
-        .map_err(|e| format!("node{}: connect to {target}: {e}", idx + 1))?;
-    let _ = stream.set_nodelay(true);
     let mut node = Node::new(sh.clone(), idx);
     let mut buf = vec![0u8; 256 * 1024];
+    let mut stream = connect(&sh, idx, Duration::from_secs(5)).await?;
+    loop {
+        match serve(&mut node, &stream, &mut buf, &mut phase_rx).await? {
+            Ended::Stop => {
+                return Ok(NodeResult {
+                    delays_us: std::mem::take(&mut node.delays),
+                })
+            }
+            Ended::Lost(_) if matches!(node.phase, Phase::Restart(_)) => {
+                drop(stream);
+                // The new process may take a moment to listen again.
+                stream = connect(&sh, idx, Duration::from_secs(30)).await?;
+                node.reconnected(sh.now_us());
+            }
+            Ended::Lost(why) => return Err(why),
+        }
+    }
+}
+
+/// Connects to the receiver, retrying refused attempts until `limit`.
+async fn connect(sh: &Shared, idx: usize, limit: Duration) -> Result<TcpStream, String> {
+    let target = sh.cfg.target;
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, TcpStream::connect(target)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(Err(e)) => return Err(format!("node{}: connect to {target}: {e}", idx + 1)),
+            Err(_) => return Err(format!("node{}: connect to {target}: timeout", idx + 1)),
+        }
+    }
+}
+
+/// Drives one connection of `node` until the run stops or it is lost.
+async fn serve(
+    node: &mut Node,
+    stream: &TcpStream,
+    buf: &mut [u8],
+    phase_rx: &mut watch::Receiver<Phase>,
+) -> Result<Ended, String> {
+    let sh = node.sh.clone();
+    let idx = node.idx;
     // Set when `changed()` below consumed a change notification.
     let mut phase_changed = true;
     loop {
         let now_us = sh.now_us();
-        let now_ms = now_us / 1000;
         if phase_changed || phase_rx.has_changed().unwrap_or(true) {
             phase_changed = false;
             let p = phase_rx.borrow_and_update().clone();
             node.enter(p, now_us);
         }
         if matches!(node.phase, Phase::Stop) {
-            return Ok(NodeResult {
-                delays_us: std::mem::take(&mut node.delays),
-            });
+            return Ok(Ended::Stop);
         }
-        if node.sess.poll_timeout().is_some_and(|t| t <= now_ms) {
-            node.sess.handle_timeout(now_ms);
+        if let Err(e) = node.events(now_us) {
+            return Ok(Ended::Lost(e));
         }
-        node.events(now_us)?;
         let gen = if node.out.len() + node.sess.pending_tx() < HIGH_WATER {
             node.generate(now_us)?
         } else {
@@ -650,26 +806,41 @@ pub async fn run(
         };
         node.check(now_us);
         node.pull_tx();
-        node.write(&stream)?;
+        if let Err(e) = node.write(stream) {
+            return Ok(Ended::Lost(e));
+        }
         for _ in 0..16 {
-            match stream.try_read(&mut buf) {
+            match stream.try_read(buf) {
                 Ok(0) => {
-                    return Err(format!(
+                    return Ok(Ended::Lost(format!(
                         "node{}: connection closed by the receiver",
                         idx + 1
-                    ))
+                    )))
                 }
                 Ok(n) => {
                     let now_us = sh.now_us();
                     node.sess.handle_input(&buf[..n], now_us / 1000);
-                    node.events(now_us)?;
+                    if let Err(e) = node.events(now_us) {
+                        return Ok(Ended::Lost(e));
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => return Err(format!("node{}: read: {e}", idx + 1)),
+                Err(e) => return Ok(Ended::Lost(format!("node{}: read: {e}", idx + 1))),
+            }
+        }
+        // Timers after reading: a busy simulator must not take its own lag
+        // for the receiver's silence.
+        let now_ms = sh.now_us() / 1000;
+        if node.sess.poll_timeout().is_some_and(|t| t <= now_ms) {
+            node.sess.handle_timeout(now_ms);
+            if let Err(e) = node.events(sh.now_us()) {
+                return Ok(Ended::Lost(e));
             }
         }
         node.pull_tx();
-        node.write(&stream)?;
+        if let Err(e) = node.write(stream) {
+            return Ok(Ended::Lost(e));
+        }
         let room = node.out.len() < HIGH_WATER;
         let mut wake_ms = node
             .sess
@@ -695,7 +866,9 @@ pub async fn run(
         let deadline = tokio::time::Instant::from_std(sh.start + Duration::from_millis(wake_ms));
         tokio::select! {
             r = stream.ready(interest) => {
-                r.map_err(|e| format!("node{}: {e}", idx + 1))?;
+                if let Err(e) = r {
+                    return Ok(Ended::Lost(format!("node{}: {e}", idx + 1)));
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {}
             _ = phase_rx.changed() => phase_changed = true,

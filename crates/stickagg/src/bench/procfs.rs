@@ -41,6 +41,11 @@ pub fn vm_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// Open file descriptors of a process (entries of /proc/<pid>/fd).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// The 1-minute load average.
 pub fn loadavg() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -59,5 +64,6 @@ mod tests {
         assert!(cpu_seconds(me).is_some());
         assert!(vm_kib(me, "VmHWM").unwrap() > 0);
         assert!(loadavg() >= 0.0);
+        assert!(open_fds(me).unwrap() >= 3);
     }
 }

@@ -39,6 +39,31 @@ pub struct Fill {
     pub rss_kib: Option<u64>,
 }
 
+/// `--restart`: the receiver killed and started again after the fill.
+#[derive(Debug, Clone)]
+pub struct Restart {
+    /// Entries to relearn: nodes × keys.
+    pub entries: u64,
+    /// From the kill to exact totals on every node.
+    pub secs: f64,
+    /// CPU of the new process over that time.
+    pub cpu_s: Option<f64>,
+    pub pid_after: u32,
+}
+
+/// `--sample`: the receiver, every few seconds of the load.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Seconds since the load started.
+    pub t: f64,
+    pub rss_kib: Option<u64>,
+    pub fds: Option<u64>,
+    pub cpu_s: Option<f64>,
+    /// Updates acknowledged and `.agg` updates received so far (all nodes).
+    pub acked: u64,
+    pub agg_in: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Check {
     pub ok: bool,
@@ -63,6 +88,8 @@ pub struct PhaseReport {
     pub load_start: f64,
     pub load_end: f64,
     pub fill: Option<Fill>,
+    pub restart: Option<Restart>,
+    pub samples: Vec<Sample>,
     pub updates: u64,
     pub ingest_s: f64,
     /// CPU of the receiver from the start of the load to the last ACK.
@@ -155,6 +182,17 @@ pub fn table(reps: &[PhaseReport]) -> String {
                 r.fill.as_ref().and_then(|f| Some((f.cpu_s?, f.updates))),
                 |(c, u)| format!("{:.3}", c / (u as f64 / 1e6)),
             )
+        }),
+        ("restart: entries relearned", |r| {
+            opt(r.restart.as_ref(), |x| si(x.entries as f64))
+        }),
+        ("restart: kill -9 → exact totals", |r| {
+            opt(r.restart.as_ref(), |x| format!("{:.3} s", x.secs))
+        }),
+        ("restart: cpu s of the new process", |r| {
+            opt(r.restart.as_ref().and_then(|x| x.cpu_s), |c| {
+                format!("{c:.2}")
+            })
         }),
         ("load: updates", |r| si(r.updates as f64)),
         ("load: seconds to last ACK", |r| {
@@ -257,6 +295,25 @@ pub fn table(reps: &[PhaseReport]) -> String {
         }
         out.push('\n');
     }
+    for r in reps.iter().filter(|r| !r.samples.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n{} samples\n{:>8}  {:>10}  {:>5}  {:>8}  {:>10}  {:>10}",
+            r.receiver, "t (s)", "RSS (MiB)", "fds", "cpu s", "acked", ".agg in"
+        );
+        for x in &r.samples {
+            let _ = writeln!(
+                out,
+                "{:>8.0}  {:>10}  {:>5}  {:>8}  {:>10}  {:>10}",
+                x.t,
+                opt(x.rss_kib, |k| format!("{:.1}", k as f64 / 1024.0)),
+                opt(x.fds, |f| f.to_string()),
+                opt(x.cpu_s, |c| format!("{c:.1}")),
+                x.acked,
+                x.agg_in
+            );
+        }
+    }
     out
 }
 
@@ -346,6 +403,35 @@ pub fn json(reps: &[PhaseReport], ok: bool) -> String {
                             ("rss_kib", on(f.rss_kib, J::Int)),
                         ])
                     }),
+                ),
+                (
+                    "restart",
+                    on(r.restart.as_ref(), |x| {
+                        J::Obj(vec![
+                            ("entries", J::Int(x.entries)),
+                            ("seconds_to_exact", J::Num(x.secs)),
+                            ("cpu_s", on(x.cpu_s, J::Num)),
+                            ("pid_after", J::Int(x.pid_after as u64)),
+                        ])
+                    }),
+                ),
+                (
+                    "samples",
+                    J::Arr(
+                        r.samples
+                            .iter()
+                            .map(|x| {
+                                J::Obj(vec![
+                                    ("t", J::Num(x.t)),
+                                    ("rss_kib", on(x.rss_kib, J::Int)),
+                                    ("fds", on(x.fds, J::Int)),
+                                    ("cpu_s", on(x.cpu_s, J::Num)),
+                                    ("acked", J::Int(x.acked)),
+                                    ("agg_in", J::Int(x.agg_in)),
+                                ])
+                            })
+                            .collect(),
+                    ),
                 ),
                 ("updates", J::Int(r.updates)),
                 ("ingest_seconds", J::Num(r.ingest_s)),

@@ -17,6 +17,9 @@ pub struct Spawned {
     pub log: PathBuf,
     pub addr: SocketAddr,
     keep: bool,
+    /// How it was started, to start it again.
+    bin: PathBuf,
+    argv: Vec<String>,
 }
 
 impl Spawned {
@@ -44,6 +47,55 @@ impl Spawned {
             Err(e) => Err(format!("{}: {e}", self.what)),
         }
     }
+
+    /// `kill -9`, then the same command again (same configuration, same
+    /// directory, the log appended to): what a crash and a supervisor's
+    /// restart look like. Returns at once; the caller's clients retry until
+    /// the new process listens.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_child(&self.bin, &self.argv, &self.dir, &self.log)?;
+        Ok(())
+    }
+
+    /// Ready when its peers port accepts a connection (the probe sends
+    /// nothing, and is closed at once).
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.check_alive()?;
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} does not listen on {} after 10 s; log:\n{}",
+                    self.what,
+                    self.addr,
+                    self.log_tail(30)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn spawn_child(bin: &Path, argv: &[String], dir: &Path, log: &Path) -> Result<Child, String> {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    Command::new(bin)
+        .args(argv)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
 }
 
 impl Drop for Spawned {
@@ -77,16 +129,8 @@ fn start(
     keep: bool,
 ) -> Result<Spawned, String> {
     let log = dir.join(format!("{what}.log"));
-    let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let child = Command::new(bin)
-        .args(argv)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    let child = spawn_child(bin, &argv, &dir, &log)?;
     let mut s = Spawned {
         what,
         child,
@@ -94,23 +138,11 @@ fn start(
         log,
         addr,
         keep,
+        bin: bin.to_path_buf(),
+        argv,
     };
-    // Ready when its peers port accepts a connection (the probe sends
-    // nothing, and is closed at once).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        s.check_alive()?;
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(s);
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{what} does not listen on {addr} after 10 s; log:\n{}",
-                s.log_tail(30)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.wait_listening()?;
+    Ok(s)
 }
 
 fn loopback(net: u8, host: u8, port: u16) -> SocketAddr {

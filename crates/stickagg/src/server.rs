@@ -31,6 +31,14 @@ pub use crate::state::{Conn, LimitStats, Peer, PeerStats, SectionState};
 const MAX_INFLIGHT: usize = 256 * 1024;
 /// Updates taken from the engine per call.
 const PUMP_BATCH: usize = 256;
+/// Updates sent to one peer per hub iteration, and to all peers together.
+/// A socket that keeps up would otherwise be fed until the engine has nothing
+/// left for it (10 M updates after a restart with 1 M keys and 10 nodes): the
+/// hub would stop reading, and stop sending heartbeats, for seconds, and
+/// HAProxy closes a session after 5 s of silence. With a budget the hub goes
+/// round again at once, handling what arrived meanwhile.
+const PUMP_BUDGET: usize = 8 * PUMP_BATCH;
+const PUMP_BUDGET_ALL: usize = 32 * 1024;
 /// Net events handled before pumping updates out (fairness vs. batching).
 const EVENT_BATCH: usize = 512;
 /// Concurrent peer connections (incoming and outgoing) when the
@@ -93,6 +101,10 @@ pub struct Hub {
     pub tls_clients: crate::tls::ClientCache,
     /// Limits enforced (see [`LimitStats`]).
     pub limits: LimitStats,
+    /// A pump stopped on its budget with more to send: go round again at
+    /// once. `pump_from` rotates which connection is served first.
+    pump_more: bool,
+    pump_from: usize,
 }
 
 pub(crate) fn engine_limits(g: &config::Global) -> EngineLimits {
@@ -191,6 +203,8 @@ impl Hub {
             pid: std::process::id(),
             tls_clients,
             limits: LimitStats::default(),
+            pump_more: false,
+            pump_from: 0,
         })
     }
 
@@ -266,6 +280,9 @@ impl Hub {
 
     fn next_deadline(&self) -> u64 {
         let now = self.now();
+        if self.pump_more {
+            return now;
+        }
         let mut d = now + 1000;
         for s in &self.sections {
             if let Some(t) = s.engine.next_deadline() {
@@ -301,6 +318,11 @@ impl Hub {
             .collect();
         for id in due {
             if let Some(c) = self.conns.get_mut(&id) {
+                // Input still queued for us: we are late, the peer is not
+                // silent (see `Session::note_input_pending`).
+                if c.handle.queued() > 0 {
+                    c.session.note_input_pending(now);
+                }
                 c.session.handle_timeout(now);
             }
             self.drive(id, now);
@@ -443,6 +465,7 @@ impl Hub {
             }
             NetEvent::Data { conn, bytes } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
+                    c.handle.consumed(bytes.len());
                     c.session.handle_input(&bytes, now);
                     self.drive(conn, now);
                 }
@@ -558,22 +581,37 @@ impl Hub {
         }
     }
 
+    /// Pumps every connection within the hub's budget, starting one further
+    /// each time so that no connection waits behind the others for long.
     fn pump_all(&mut self, now: u64) {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        self.pump_more = false;
+        if ids.is_empty() {
+            return;
+        }
+        self.pump_from = (self.pump_from + 1) % ids.len();
+        ids.rotate_left(self.pump_from);
+        let mut budget = PUMP_BUDGET_ALL;
         for id in ids {
-            self.pump(id, now);
+            if budget == 0 {
+                self.pump_more = true;
+                break;
+            }
+            budget = budget.saturating_sub(self.pump(id, now));
         }
     }
 
-    /// Sends a peer the engine's pending changes while its socket keeps up,
-    /// then FINISHED if it asked for a resync and everything has gone out.
-    pub(crate) fn pump(&mut self, id: ConnId, now: u64) {
+    /// Sends a peer the engine's pending changes while its socket keeps up
+    /// (at most [`PUMP_BUDGET`] per call), then FINISHED if it asked for a
+    /// resync and everything has gone out. Returns how many it sent.
+    pub(crate) fn pump(&mut self, id: ConnId, now: u64) -> usize {
         let Some(c) = self.conns.get_mut(&id) else {
-            return;
+            return 0;
         };
-        let Some((s, p)) = c.peer else { return };
+        let Some((s, p)) = c.peer else { return 0 };
         if !c.session.is_established() {
-            return;
+            return 0;
         }
         let sec = &mut self.sections[s];
         let (engine, peer) = (&mut sec.engine, &sec.peers[p]);
@@ -587,8 +625,14 @@ impl Hub {
                 debug!("definition not sent to peer {}: {e}", peer.name);
             }
         }
+        let (mut sent, mut more) = (0, false);
         while c.handle.inflight() + c.session.pending_tx() < MAX_INFLIGHT && engine.has_pending(p) {
+            if sent >= PUMP_BUDGET {
+                more = true;
+                break;
+            }
             for u in engine.poll_updates(p, PUMP_BATCH, now) {
+                sent += 1;
                 if let Err(e) = c
                     .session
                     .send_update(u.table, &u.key, &u.values, u.expire, now)
@@ -619,5 +663,7 @@ impl Hub {
             c.session.send_resync_end(partial, now);
         }
         self.flush(id);
+        self.pump_more |= more;
+        sent
     }
 }

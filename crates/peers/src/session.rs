@@ -307,6 +307,16 @@ impl Session {
         }
     }
 
+    /// Bytes from the peer have been read from the socket but wait, behind
+    /// other work, to be passed to [`Session::handle_input`]: the peer is not
+    /// silent. An application that is behind must not take its own lag for
+    /// the peer's silence and close a healthy session.
+    pub fn note_input_pending(&mut self, now: u64) {
+        if self.state == State::Established {
+            self.last_rx = self.last_rx.max(now);
+        }
+    }
+
     /// Processes bytes read from the socket.
     pub fn handle_input(&mut self, data: &[u8], now: u64) {
         if self.state == State::Closed || data.is_empty() {

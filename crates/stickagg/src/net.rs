@@ -157,6 +157,8 @@ enum WriterCmd {
 pub struct ConnHandle {
     tx: mpsc::UnboundedSender<WriterCmd>,
     inflight: Arc<AtomicUsize>,
+    /// Bytes read from the socket and not yet handled by the hub.
+    queued: Arc<AtomicUsize>,
     reader: JoinHandle<()>,
     peer_cert: Option<CertificateDer<'static>>,
 }
@@ -171,6 +173,17 @@ impl ConnHandle {
     /// Bytes queued and not yet written to the socket.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from the socket that the hub has not handled yet: while
+    /// there are some, the peer is not silent, the hub is behind.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The hub handled `n` bytes of a [`NetEvent::Data`].
+    pub fn consumed(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// The verified certificate the other side presented over TLS, if any.
@@ -211,6 +224,8 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
+    let queued = Arc::new(AtomicUsize::new(0));
+    let in_queue = queued.clone();
     let reader = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
@@ -219,6 +234,7 @@ where
                 Ok(0) => None,
                 Ok(_) => {
                     let bytes = buf.split().freeze();
+                    in_queue.fetch_add(bytes.len(), Ordering::Relaxed);
                     // A full channel makes the reader wait: the hub's pace is
                     // the peers' pace, and memory stays bounded.
                     if events.send(NetEvent::Data { conn, bytes }).await.is_err() {
@@ -254,6 +270,7 @@ where
     ConnHandle {
         tx,
         inflight,
+        queued,
         reader,
         peer_cert,
     }

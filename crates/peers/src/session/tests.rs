@@ -306,6 +306,30 @@ fn heartbeats_and_silence() {
     ));
 }
 
+/// Input read but not yet handed over (the application is behind) keeps
+/// the session alive; once it stops, silence counts from then.
+#[test]
+fn pending_input_is_not_silence() {
+    let mut s = accepted(0);
+    s.note_input_pending(4_000);
+    s.handle_timeout(5_000);
+    assert!(!s.is_closed());
+    assert_eq!(s.poll_timeout(), Some(7_000));
+    // Its heartbeat is still due: we have been silent ourselves.
+    assert_eq!(s.transmit().unwrap(), &[0, 4][..]);
+    s.handle_timeout(8_999);
+    assert!(!s.is_closed());
+    s.handle_timeout(9_000);
+    assert!(s.is_closed());
+    // Before the handshake it means nothing.
+    let mut s = Session::new(Role::Accept, SessionConfig::default(), 0);
+    s.note_input_pending(1_000);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(SessionConfig::default().hello_timeout_ms)
+    );
+}
+
 #[test]
 fn sending_defines_first_and_uses_explicit_ids() {
     let mut s = accepted(0);

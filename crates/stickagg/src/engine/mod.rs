@@ -806,7 +806,16 @@ impl Engine {
 
     /// Expiries and rate republishing due at `now`.
     pub fn tick(&mut self, now: u64) {
-        while let Some(&(at, t, slot)) = self.timers.first() {
+        // Timers handled per call: a million keys whose periods turn over
+        // together (a burst of new clients) would otherwise keep the caller
+        // busy for a second or more, with nothing read or sent meanwhile.
+        // What is left stays due: `next_deadline` says so, and the caller
+        // comes back at once.
+        const TICK_BUDGET: usize = 32 * 1024;
+        for _ in 0..TICK_BUDGET {
+            let Some(&(at, t, slot)) = self.timers.first() else {
+                break;
+            };
             if at > now {
                 break;
             }

@@ -422,6 +422,27 @@ fn mismatched_shape_is_refused_while_the_first_keeps_working() {
     assert_eq!(h.agg(b"k", 3).unwrap()[0], Value::U32(9));
 }
 
+/// A burst of due timers is handled over several ticks, each bounded, and
+/// the engine says it still has work due: 40k keys expiring at once.
+#[test]
+fn a_burst_of_timers_is_handled_in_bounded_ticks() {
+    let mut h = H::new(
+        1,
+        def(IN, "/t", KeyType::Integer, 4, 1_000, &[("gpc0", 1, 0)]),
+    );
+    for k in 0u32..40_000 {
+        h.send(0, &k.to_be_bytes(), vec![Value::U32(1)], 0);
+    }
+    assert_eq!(h.e.tables()[0].entries, 40_000);
+    h.e.tick(1_000);
+    let left = h.e.tables()[0].entries;
+    assert!(left > 0 && left < 40_000, "{left} keys left");
+    assert!(h.e.next_deadline().is_some_and(|d| d <= 1_000));
+    h.e.tick(1_000);
+    assert_eq!(h.e.tables()[0].entries, 0);
+    assert_eq!(h.e.next_deadline(), None);
+}
+
 #[test]
 fn expiry_removes_a_contribution_then_the_key() {
     let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]));

@@ -41,6 +41,13 @@ const PUMP_BUDGET: usize = 8 * PUMP_BATCH;
 const PUMP_BUDGET_ALL: usize = 32 * 1024;
 /// Net events handled before pumping updates out (fairness vs. batching).
 const EVENT_BATCH: usize = 512;
+/// Net events waiting for the hub, all connections together. Each read
+/// holds up to 64 KiB, so this bounds what input waiting in stickagg can
+/// cost (64 MiB); beyond, the readers wait and the peers' bytes wait in the
+/// sockets (TCP pushes back on the senders, as between HAProxy peers). It
+/// was 4096 (up to 256 MiB, and about that was seen in RSS when ten nodes
+/// sent as fast as they could).
+const NET_EVENTS_QUEUED: usize = 1024;
 /// Concurrent peer connections (incoming and outgoing) when the
 /// configuration has no `maxconn`: beyond, new incoming connections are
 /// closed at once.
@@ -139,7 +146,7 @@ impl Hub {
     /// Binds every listener and the stats socket; fails with a clear message
     /// if an address is taken.
     pub async fn start(config: Config) -> Result<Hub, String> {
-        let (events_tx, events_rx) = mpsc::channel(4096);
+        let (events_tx, events_rx) = mpsc::channel(NET_EVENTS_QUEUED);
         let (stats_tx, stats_rx) = mpsc::channel(64);
         let (metrics_tx, metrics_rx) = mpsc::channel(16);
         let mut listeners: Vec<SocketAddr> = Vec::new();

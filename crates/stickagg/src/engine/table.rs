@@ -8,11 +8,12 @@
 //! [`Value`]s (40 bytes each, with a heap string for `server_key`): the
 //! engine may hold millions of keys times tens of sources.
 
+use super::combine::{combine, representatives};
 use super::intern::Interner;
 use super::EngineCounters;
 use ahash::RandomState;
 use bytes::Bytes;
-use peers::freq::{self, FreqCtr, Window};
+use peers::freq::FreqCtr;
 use peers::{Combine, Storage, TableDef, Update, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -78,7 +79,7 @@ fn words_for(storage: Storage, combine: Combine) -> u32 {
 }
 
 /// Whether an element combines as "the latest write wins".
-fn is_latest(storage: Storage, combine: Combine) -> bool {
+pub(super) fn is_latest(storage: Storage, combine: Combine) -> bool {
     storage == Storage::Dict || (combine == Combine::Latest && storage != Storage::FreqCtr)
 }
 
@@ -195,14 +196,7 @@ impl Layout {
                 Storage::SignedInt => Value::ServerId(w[0] as i32),
                 Storage::UnsignedInt => Value::U32(w[0]),
                 Storage::UnsignedLong => Value::U64(u64_at(w)),
-                Storage::FreqCtr => {
-                    let f = freq_at(w);
-                    let e = (f.elapsed_signed() + since).clamp(i32::MIN as i64, i32::MAX as i64);
-                    Value::Freq(FreqCtr {
-                        elapsed: e as i32 as u32,
-                        ..f
-                    })
-                }
+                Storage::FreqCtr => Value::Freq(rebase_freq(freq_at(w), since)),
                 Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
             });
         }
@@ -252,11 +246,43 @@ impl Layout {
     }
 }
 
-fn u64_at(w: &[u32]) -> u64 {
+/// A counter as it reads `since` ms later (its period started that much
+/// longer ago), within what the signed 32-bit `elapsed` can say.
+fn rebase_freq(f: FreqCtr, since: i64) -> FreqCtr {
+    let e = (f.elapsed_signed() + since).clamp(i32::MIN as i64, i32::MAX as i64);
+    FreqCtr {
+        elapsed: e as i32 as u32,
+        ..f
+    }
+}
+
+/// A key's published values (see `poll.rs`): the aggregate as of
+/// `KeyEntry::published`, kept for the peers that have not polled it yet.
+#[derive(Debug, Clone)]
+pub(super) struct Computed {
+    pub(super) values: Vec<Value>,
+    pub(super) expire: Option<u32>,
+}
+
+/// Values computed `since` ms ago as they are to be sent now: rates re-based,
+/// the remaining lifetime shortened. Returns the lifetime.
+pub(super) fn rebase(values: &mut [Value], expire: Option<u32>, since: i64) -> Option<u32> {
+    if since == 0 {
+        return expire;
+    }
+    for v in values.iter_mut() {
+        if let Value::Freq(f) = v {
+            *f = rebase_freq(*f, since);
+        }
+    }
+    expire.map(|x| (x as u64).saturating_sub(since as u64) as u32)
+}
+
+pub(super) fn u64_at(w: &[u32]) -> u64 {
     w[0] as u64 | (w[1] as u64) << 32
 }
 
-fn freq_at(w: &[u32]) -> FreqCtr {
+pub(super) fn freq_at(w: &[u32]) -> FreqCtr {
     FreqCtr {
         elapsed: w[0],
         curr: w[1],
@@ -281,7 +307,7 @@ fn latest_is_set(storage: Storage, w: &[u32]) -> bool {
 
 /// The contribution whose `Latest` element was written last, among those
 /// holding a value.
-fn pick_latest<'a>(
+pub(super) fn pick_latest<'a>(
     s: &Slot,
     it: impl Iterator<Item = (&'a Head, &'a [u32])>,
 ) -> Option<(&'a Head, &'a [u32])> {
@@ -325,6 +351,11 @@ pub(super) struct KeyEntry {
     wake: u64,
     /// Next rate republish ([`NEVER`]: none).
     republish: u64,
+    /// When the key last took a sequence number: its aggregate is computed
+    /// at this instant for every peer, rates re-based to when each polls
+    /// (so all of them get the very counter the republish deadline was
+    /// planned for, see `drift.rs`). 8 bytes per key, not per contribution.
+    pub(super) published: u64,
 }
 
 impl KeyEntry {
@@ -368,6 +399,10 @@ pub(super) struct Table {
     /// a peer that has sent up to sequence `c` has exactly the keys after
     /// `c` left to send, each with its latest value.
     pub(super) dirty: BTreeMap<u64, u32>,
+    /// Aggregates computed for a poll and kept for the other peers, by
+    /// sequence number (see `poll.rs`); an entry goes when its key changes
+    /// again or is removed, or every receiving peer went past it.
+    pub(super) computed: BTreeMap<u64, Computed>,
     /// Contributions per source, for the stats views and to skip tables a
     /// source never fed.
     pub(super) per_source: HashMap<u32, u32, RandomState>,
@@ -411,6 +446,7 @@ impl Table {
             slab: Vec::new(),
             free: Vec::new(),
             dirty: BTreeMap::new(),
+            computed: BTreeMap::new(),
             per_source: HashMap::default(),
             refused: 0,
             updates_in: 0,
@@ -596,6 +632,7 @@ impl Table {
             seq: 0,
             wake: NEVER,
             republish: NEVER,
+            published: 0,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -621,8 +658,10 @@ impl Table {
         *ctx.seq += 1;
         if e.seq != 0 {
             self.dirty.remove(&e.seq);
+            self.computed.remove(&e.seq);
         }
         e.seq = *ctx.seq;
+        e.published = now;
         self.dirty.insert(e.seq, slot);
         // A forwarded rate is republished by the level that computes it;
         // each of its republishes reaches us as an update and is relayed.
@@ -679,6 +718,7 @@ impl Table {
         };
         if e.seq != 0 {
             self.dirty.remove(&e.seq);
+            self.computed.remove(&e.seq);
         }
         if e.wake != NEVER {
             ctx.timers.remove(&(e.wake, self.idx, slot));
@@ -768,95 +808,6 @@ impl Table {
             last = last.max(h.expires);
         }
         Some((last - now).min(u32::MAX as u64) as u32)
-    }
-}
-
-/// The contributions that count for a sum: every source without a group,
-/// and for each group the member reporting the largest value of this element
-/// (for a rate: the largest sliding-window total at `now`; the first such
-/// member on a tie). A group is a set of replicas that see the same load
-/// balancers (semantics.md), so adding its members would count them twice.
-fn representatives<'a>(
-    s: &Slot,
-    live: &[(&'a Head, &'a [u32])],
-    now: u64,
-) -> Vec<(&'a Head, &'a [u32])> {
-    let score = |(h, w): &(&Head, &[u32])| -> u128 {
-        match s.storage {
-            Storage::FreqCtr => {
-                freq_at(w)
-                    .window_after(since(now, h.arrived), s.period)
-                    .total
-            }
-            Storage::UnsignedInt => w[0] as u128,
-            Storage::UnsignedLong => u64_at(w) as u128,
-            Storage::SignedInt => (w[0] as i32 as i64 - i32::MIN as i64) as u128,
-            Storage::Dict => 0,
-        }
-    };
-    let scores: Vec<u128> = live.iter().map(score).collect();
-    let beaten = |i: usize| {
-        let g = live[i].0.group;
-        (0..live.len()).any(|j| {
-            j != i
-                && live[j].0.group == g
-                && (scores[j] > scores[i] || (scores[j] == scores[i] && j < i))
-        })
-    };
-    (0..live.len())
-        .filter(|&i| live[i].0.group == 0 || !beaten(i))
-        .map(|i| live[i])
-        .collect()
-}
-
-/// Combines one element across the live contributions, per data type
-/// (semantics.md "How values combine"); `col.ty.combine` decides.
-fn combine<'a>(
-    s: &Slot,
-    it: impl Iterator<Item = (&'a Head, &'a [u32])>,
-    now: u64,
-    dict: &Interner,
-) -> Value {
-    // The latest write among the sources holding a value (see
-    // `pick_latest`); none: no value.
-    if is_latest(s.storage, s.combine) {
-        let w = pick_latest(s, it).map_or(&[0u32, 0][..], |x| x.1);
-        return match s.storage {
-            Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
-            Storage::SignedInt => Value::ServerId(w[0] as i32),
-            Storage::UnsignedLong => Value::U64(u64_at(w)),
-            _ => Value::U32(w[0]),
-        };
-    }
-    match (s.storage, s.combine) {
-        // Rates are never added field by field (periods are not aligned
-        // across nodes): sum the sliding windows at `now`, re-encode once.
-        (Storage::FreqCtr, _) => {
-            let mut win = Window::default();
-            for (h, w) in it {
-                win += freq_at(w).window_after(since(now, h.arrived), s.period);
-            }
-            Value::Freq(freq::encode(win, s.period))
-        }
-        (Storage::SignedInt, Combine::Max) => {
-            Value::ServerId(it.map(|(_, w)| w[0] as i32).max().unwrap_or(0))
-        }
-        // Unreachable: every `server_key` is a `Latest` element.
-        (Storage::Dict, _) => Value::Dict(None),
-        (Storage::SignedInt, _) => {
-            Value::ServerId(it.fold(0i32, |a, (_, w)| a.saturating_add(w[0] as i32)))
-        }
-        (Storage::UnsignedInt, Combine::Max) => {
-            Value::U32(it.map(|(_, w)| w[0]).max().unwrap_or(0))
-        }
-        // Sum32: HAProxy would truncate a larger value mod 2^32.
-        (Storage::UnsignedInt, _) => Value::U32(it.fold(0u32, |a, (_, w)| a.saturating_add(w[0]))),
-        (Storage::UnsignedLong, Combine::Max) => {
-            Value::U64(it.map(|(_, w)| u64_at(w)).max().unwrap_or(0))
-        }
-        (Storage::UnsignedLong, _) => {
-            Value::U64(it.fold(0u64, |a, (_, w)| a.saturating_add(u64_at(w))))
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Rates: what a node reads from the pushed counter against the sum of the
-//! sources' windows, over time.
+//! sources' windows, over time, and the values every peer gets for one
+//! change (`poll.rs`).
 
 use super::*;
 
@@ -165,4 +166,57 @@ proptest! {
         }
         walk_rate(&sources, period);
     }
+}
+
+/// One change is computed once, as of when it happened: a peer polling
+/// later gets the same counter re-based (it reads the same at every
+/// instant as the one that polled first), the same remaining lifetime at
+/// the same instant, and nothing is kept once every peer has it.
+#[test]
+fn a_change_is_computed_once_for_every_peer() {
+    let cols = &[("http_req_cnt", 1, 0), ("http_req_rate", 1, P)];
+    let rate = def(IN, "/r", KeyType::Ipv4, 4, 60_000, cols);
+    let mut h = H::new(3, rate);
+    let k = b"abcd";
+    h.send(0, k, vec![Value::U32(3), f(2_000, 40, 100)], 0);
+    h.send(1, k, vec![Value::U32(4), f(9_000, 7, 300)], 100);
+    let first = h.drain(0, 100);
+    assert_eq!(h.e.tables[0].computed.len(), 1, "kept for the two others");
+    let later = h.drain(1, 700);
+    assert_eq!(h.e.tables[0].computed.len(), 1, "kept for the last one");
+    let last = h.drain(2, 900);
+    assert!(h.e.tables[0].computed.is_empty());
+    let (a, b, c) = (&first[0], &later[0], &last[0]);
+    assert_eq!(a.values[0], Value::U32(7));
+    assert_eq!(
+        (b.values[0].clone(), c.values[0].clone()),
+        (Value::U32(7), Value::U32(7))
+    );
+    let (fa, fb, fc) = (
+        freq_of(&a.values[1]),
+        freq_of(&b.values[1]),
+        freq_of(&c.values[1]),
+    );
+    assert_eq!(
+        fb,
+        FreqCtr {
+            elapsed: fa.elapsed + 600,
+            ..fa
+        }
+    );
+    assert_eq!(
+        fc,
+        FreqCtr {
+            elapsed: fa.elapsed + 800,
+            ..fa
+        }
+    );
+    assert_eq!(a.expire, Some(60_000));
+    assert_eq!(b.expire, Some(59_400));
+    assert_eq!(c.expire, Some(59_200));
+    // A single peer keeps nothing.
+    let mut h = H::new(1, def(IN, "/r", KeyType::Ipv4, 4, 0, cols));
+    h.send(0, k, vec![Value::U32(3), f(2_000, 40, 100)], 0);
+    assert_eq!(h.drain(0, 5).len(), 1);
+    assert!(h.e.tables[0].computed.is_empty());
 }

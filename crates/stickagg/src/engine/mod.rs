@@ -18,9 +18,9 @@
 //! and a slow peer simply lags and always gets the latest value of each key
 //! once.
 //!
-//! Rates are republished on their own so that they keep decaying on the
-//! nodes exactly like the sum of the sources' counters (see
-//! `Layout::next_republish`).
+//! Rates are republished on their own so that what the nodes read keeps
+//! within one event of the sum of the sources' counters as both decay, and
+//! only when it would not (`drift.rs`).
 //!
 //! # Several levels
 //!
@@ -76,6 +76,7 @@
 
 mod admin;
 mod combine;
+mod drift;
 mod intern;
 mod mapping;
 mod poll;

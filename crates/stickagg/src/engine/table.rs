@@ -9,6 +9,7 @@
 //! engine may hold millions of keys times tens of sources.
 
 use super::combine::{combine, representatives};
+use super::drift;
 use super::intern::Interner;
 use super::EngineCounters;
 use ahash::RandomState;
@@ -202,48 +203,61 @@ impl Layout {
         }
     }
 
-    /// When the rates of `e` must next be republished, or [`NEVER`] when all
-    /// of them read 0 at `now`.
+    /// When the rates of `e`, published at `now`, must next be republished,
+    /// or [`NEVER`]. See `drift.rs`: just before what a node reads from the
+    /// published counter drifts one event from the sum of the sources, and
+    /// when the sum reaches 0 while the published counter has not.
     ///
-    /// The sum of the sources' sliding windows is piecewise linear: its
-    /// slope only changes when one source's counter crosses a period
-    /// boundary (at elapsed P its `curr` starts leaving the window instead of
-    /// `prev`; at 2P it is empty). `freq::encode` reproduces value and slope,
-    /// so republishing at the earliest boundary keeps every node's reading
-    /// equal to the cluster sum between input changes. The boundary is
-    /// passed by 1 ms because at exactly elapsed = P `window_after` still
-    /// reports the old slope. A sum reaching 0 does so at a boundary, so the
-    /// final zero push falls out of the same rule. Every P/4 as well, as a
-    /// safety net against anything the boundaries miss.
+    /// Grouped keys keep the former schedule: a group counts as its member
+    /// with the largest window, which can change between boundaries (a max
+    /// of lines is not a line), so the drift walk would not be exact; they
+    /// are republished at every source's boundary (+1 ms: at exactly
+    /// elapsed = P `window_after` still reports the old slope) and every P/4.
     fn next_republish(&self, e: &KeyEntry, now: u64) -> u64 {
         if !self.has_rates {
             return NEVER;
         }
         let mut next = NEVER;
+        let mut sources = Vec::new();
         for s in &self.slots {
             if s.storage != Storage::FreqCtr || s.period == 0 {
                 continue;
             }
-            let p = s.period as i64;
-            let mut live = false;
+            sources.clear();
+            let mut grouped = false;
             for (h, w) in e.live(self.width, s.off, now) {
-                let f = freq_at(w);
-                let since = since(now, h.arrived);
-                if f.window_after(since, s.period).total == 0 {
-                    continue;
-                }
-                live = true;
-                let d = f.elapsed_signed() + since;
-                // A non-empty window means d < 2P, so this is ≥ 0.
-                let to_boundary = if d <= p { p - d } else { 2 * p - d };
-                next = next.min(now.saturating_add(to_boundary.max(0) as u64 + 1));
+                grouped |= h.group != 0;
+                sources.push((freq_at(w), since(now, h.arrived)));
             }
-            if live {
-                next = next.min(now + (s.period as u64 / 4).max(1));
+            let after = match grouped {
+                false => drift::republish_after(&sources, s.period),
+                true => at_boundaries(&sources, s.period),
+            };
+            if let Some(after) = after {
+                next = next.min(now.saturating_add(after));
             }
         }
         next
     }
+}
+
+/// The schedule of grouped rates (see [`Layout::next_republish`]): ms to the
+/// next boundary of any source with a non-empty window, +1, and at most
+/// P/4; `None` when every window is empty.
+fn at_boundaries(sources: &[(FreqCtr, i64)], period: u32) -> Option<u64> {
+    let p = period as i64;
+    let mut next = None::<u64>;
+    for &(f, since) in sources {
+        if f.window_after(since, period).total == 0 {
+            continue;
+        }
+        let d = f.elapsed_signed() + since;
+        // A non-empty window means d < 2P, so this is ≥ 0.
+        let to_boundary = if d <= p { p - d } else { 2 * p - d };
+        let at = (to_boundary.max(0) as u64 + 1).min((period as u64 / 4).max(1));
+        next = Some(next.map_or(at, |n| n.min(at)));
+    }
+    next
 }
 
 /// A counter as it reads `since` ms later (its period started that much

@@ -15,22 +15,36 @@
 //! steadily decaying sum whose encoding decays the same way is not pushed
 //! again until a boundary makes the two part.
 //!
-//! Nothing is stored for this: it runs when the key is published, from the
-//! same sources and instant the published value is computed from, and its
-//! answer is the key's republish deadline. Any change of the sources
-//! (update, expiry, stale drop) publishes the key again and plans anew.
+//! Nothing is stored for this but the instant of publication (which the
+//! peers' values are computed at anyway): the published counter is
+//! recomputed from the same sources when needed. Any change of the sources
+//! (update, expiry, stale drop) publishes the key again and plans anew. The
+//! walk is only done for keys that reach a boundary unchanged (see
+//! [`Reach`]): under load most keys change before that.
 
 use peers::freq::{self, FreqCtr, Window};
 
-/// How long after publication (ms, ≥ 1) the rate summed from `sources` must
-/// be published again, or `None` if never (the sum is 0 now, or it reaches
-/// 0 at the same instant as the published counter and stays there).
+/// How far the walk goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// At publication, for every change of the key: only as far as the
+    /// first boundary of any counter (O(sources), no allocation), where
+    /// nothing has drifted yet unless something was saturated. Most keys
+    /// under load change again before that; the others look again there.
+    FirstBoundary,
+    /// When that instant comes and the key has not changed: all the way.
+    All,
+}
+
+/// How many ms from now the rate summed from `sources` must be published
+/// again (0: now), or `None` if never (the sum is 0 and so is what the node
+/// reads); with [`Reach::FirstBoundary`], at most when to look again (≥ 1).
 ///
-/// `sources`: each counter as received, and how long ago (ms) it arrived;
-/// the publication is `freq::encode` of their windows summed now, exactly as
-/// the aggregate computes it.
+/// `sources`: each counter as received and its age (ms) at the last
+/// publication, which was `age` ms ago and sent `freq::encode` of their
+/// windows summed then, exactly as the aggregate computes it.
 ///
-/// The answer is the earliest of:
+/// The republish is due at the earliest of:
 ///
 /// - one ms before the first instant where the published counter's window
 ///   and the sum differ by `T` events × ms or more, `T = P × (1 + ⌊S / 2P⌋)`
@@ -44,63 +58,106 @@ use peers::freq::{self, FreqCtr, Window};
 ///   once the last republish matched value and slope) none is needed: a
 ///   window never grows again without a new event, so the node reads 0 from
 ///   then on like the sum.
-pub(super) fn republish_after(sources: &[(FreqCtr, i64)], period: u32) -> Option<u64> {
+pub(super) fn republish_in(
+    sources: &[(FreqCtr, i64)],
+    age: i64,
+    period: u32,
+    reach: Reach,
+) -> Option<u64> {
     if period == 0 {
         return None;
     }
     let p = period as i64;
     let window = |f: &FreqCtr, at: i64| f.window_after(at, period);
-    let mut sum = Window::default();
+    let mut then = Window::default();
     for (f, since) in sources {
-        sum += window(f, *since);
+        then += window(f, *since);
     }
-    if sum.total == 0 {
+    if then.total == 0 {
         return None;
     }
-    let enc = freq::encode(sum, period);
-    // The counters followed: the sources, then the published one (index
-    // `n`), each with its age at publication.
+    let enc = freq::encode(then, period);
+    // Times are ms after publication from here on. The counters followed:
+    // the sources, then the published one (index `n`), each with its age
+    // at publication.
     let n = sources.len();
     let at = |i: usize| if i < n { sources[i] } else { (enc, 0) };
+    let mut threshold = p as i128 * (1 + (then.slope / (2 * period as u64)) as i128);
     let published = window(&enc, 0);
+    let drift0 = published.total as i128 - then.total as i128;
+    if drift0.abs() >= threshold {
+        // Only with fields saturated at u32::MAX (encode cannot represent
+        // the sum): republishing would not do better, allow one more event.
+        threshold = drift0.abs() + p as i128;
+    }
 
-    // Breakpoints after publication: (ms after publication, counter).
+    // Where the walk starts: now. Drift D = published − sum, its slope per
+    // ms, and the sum itself (events × ms; i128: totals are below 2^67 per
+    // counter).
+    let x0 = age.max(0);
+    let mut total = 0i128;
+    let mut slope_sum = 0i128;
+    for (f, since) in sources {
+        let w = window(f, since.saturating_add(x0));
+        total += w.total as i128;
+        slope_sum += w.slope as i128;
+    }
+    let now_pub = window(&enc, x0);
+    let mut slope_pub = now_pub.slope as i128;
+    let mut drift = now_pub.total as i128 - total;
+    if total == 0 {
+        return (drift > 0).then_some(0);
+    }
+    if drift.abs() >= threshold {
+        return Some(0);
+    }
+    // The next boundary of counter i after x: (ms after publication).
+    let next_boundary = |i: usize, x: i64| -> Option<i64> {
+        let (f, since) = at(i);
+        if window(&f, since.saturating_add(x)).total == 0 {
+            return None;
+        }
+        let d = f.elapsed_signed().saturating_add(since);
+        [p, 2 * p]
+            .into_iter()
+            .map(|b| b.saturating_sub(d))
+            .find(|&b| b > x)
+    };
+    if reach == Reach::FirstBoundary {
+        let first = (0..=n).filter_map(|i| next_boundary(i, x0)).min();
+        let rate = slope_sum - slope_pub;
+        let cross = first_crossing(drift, rate, threshold).map(|c| (c - 1).max(1));
+        let until = first.map(|b| (b - x0) as i128);
+        return match (cross, until) {
+            (Some(c), Some(u)) => Some(c.min(u) as u64),
+            (c, u) => c.or(u).map(|v| v as u64),
+        };
+    }
+
+    // Boundaries ahead: (ms after publication, counter), in order.
     let mut events: Vec<(i64, usize)> = Vec::with_capacity(2 * (n + 1));
     for i in 0..=n {
         let (f, since) = at(i);
-        if window(&f, since).total == 0 {
+        if window(&f, since.saturating_add(x0)).total == 0 {
             continue;
         }
         let d = f.elapsed_signed().saturating_add(since);
         for b in [p, 2 * p] {
             let x = b.saturating_sub(d);
-            if x > 0 {
+            if x > x0 {
                 events.push((x, i));
             }
         }
     }
     events.sort_unstable();
-
-    // Drift D = published − sum, its slope per ms, and the sum itself
-    // (events × ms). i128: totals are below 2^67 per counter.
-    let mut drift = published.total as i128 - sum.total as i128;
-    let mut total = sum.total as i128;
-    let mut slope_sum = sum.slope as i128;
-    let mut slope_pub = published.slope as i128;
-    let mut threshold = p as i128 * (1 + (sum.slope / (2 * period as u64)) as i128);
-    if drift.abs() >= threshold {
-        // Only with fields saturated at u32::MAX (encode cannot represent
-        // the sum): republishing would not do better, allow one more event.
-        threshold = drift.abs() + p as i128;
-    }
-    let mut x0 = 0i64;
+    let mut x0 = x0;
     let mut k = 0;
     while k < events.len() {
         let x = events[k].0;
         let rate = slope_sum - slope_pub;
         if let Some(c) = first_crossing(drift, rate, threshold) {
             if c <= (x - x0) as i128 {
-                return Some(((x0 as i128 + c - 1).max(1)) as u64);
+                return Some((x0 - age.max(0)) as u64 + (c - 1) as u64);
             }
         }
         let dx = (x - x0) as i128;
@@ -108,7 +165,7 @@ pub(super) fn republish_after(sources: &[(FreqCtr, i64)], period: u32) -> Option
         total -= slope_sum * dx;
         x0 = x;
         // The slopes of the counters crossing a boundary here, from the
-        // window one period on (`window_after` looks forward at a boundary).
+        // window one ms on (`window_after` looks forward at a boundary).
         while k < events.len() && events[k].0 == x {
             let i = events[k].1;
             let (f, since) = at(i);
@@ -124,8 +181,7 @@ pub(super) fn republish_after(sources: &[(FreqCtr, i64)], period: u32) -> Option
         if total <= 0 {
             // The sum is 0 from here on; the published counter too, or a
             // zero push now.
-            let left = drift;
-            return (left > 0).then_some(x as u64);
+            return (drift > 0).then_some((x - age.max(0)) as u64);
         }
     }
     // Past every boundary everything is 0: nothing left to correct.

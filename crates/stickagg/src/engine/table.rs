@@ -9,7 +9,7 @@
 //! engine may hold millions of keys times tens of sources.
 
 use super::combine::{combine, representatives};
-use super::drift;
+use super::drift::{self, Reach};
 use super::intern::Interner;
 use super::EngineCounters;
 use ahash::RandomState;
@@ -203,22 +203,25 @@ impl Layout {
         }
     }
 
-    /// When the rates of `e`, published at `now`, must next be republished,
+    /// When the rates of `e` must next be republished (≤ `now`: at once),
     /// or [`NEVER`]. See `drift.rs`: just before what a node reads from the
     /// published counter drifts one event from the sum of the sources, and
-    /// when the sum reaches 0 while the published counter has not.
+    /// when the sum reaches 0 while the published counter has not. `reach`:
+    /// at publication only up to the first boundary (then a wake looks
+    /// again with [`Reach::All`] if the key has not changed meanwhile).
     ///
     /// Grouped keys keep the former schedule: a group counts as its member
     /// with the largest window, which can change between boundaries (a max
     /// of lines is not a line), so the drift walk would not be exact; they
     /// are republished at every source's boundary (+1 ms: at exactly
     /// elapsed = P `window_after` still reports the old slope) and every P/4.
-    fn next_republish(&self, e: &KeyEntry, now: u64) -> u64 {
+    fn next_republish(&self, e: &KeyEntry, now: u64, reach: Reach) -> u64 {
         if !self.has_rates {
             return NEVER;
         }
         let mut next = NEVER;
         let mut sources = Vec::new();
+        let age = since(now, e.published);
         for s in &self.slots {
             if s.storage != Storage::FreqCtr || s.period == 0 {
                 continue;
@@ -227,11 +230,12 @@ impl Layout {
             let mut grouped = false;
             for (h, w) in e.live(self.width, s.off, now) {
                 grouped |= h.group != 0;
-                sources.push((freq_at(w), since(now, h.arrived)));
+                sources.push((freq_at(w), since(e.published, h.arrived)));
             }
-            let after = match grouped {
-                false => drift::republish_after(&sources, s.period),
-                true => at_boundaries(&sources, s.period),
+            let after = match (grouped, reach) {
+                (false, _) => drift::republish_in(&sources, age, s.period, reach),
+                (true, Reach::FirstBoundary) => at_boundaries(&sources, s.period),
+                (true, Reach::All) => Some(0),
             };
             if let Some(after) = after {
                 next = next.min(now.saturating_add(after));
@@ -682,7 +686,7 @@ impl Table {
         e.republish = if self.forward {
             NEVER
         } else {
-            self.layout.next_republish(e, now)
+            self.layout.next_republish(e, now, Reach::FirstBoundary)
         };
         arm(ctx.timers, self.idx, slot, e);
     }
@@ -713,6 +717,12 @@ impl Table {
             // by themselves.
             self.remove_key(ctx, slot);
             return;
+        }
+        if e.republish <= now && !changed {
+            // Planned at publication up to the first boundary: look at the
+            // whole way now, and republish only if a node's reading is due
+            // to drift.
+            e.republish = self.layout.next_republish(e, now, Reach::All);
         }
         if e.republish <= now {
             ctx.counters.republished += 1;

@@ -174,6 +174,9 @@ fn a_flat_rate_is_republished_only_once_a_boundary_makes_it_drift() {
             prev: 0
         }
     );
+    // It looks again at the source's boundary, where nothing has drifted.
+    assert_eq!(h.e.next_deadline(), Some(5_000));
+    assert!(h.drain(0, 5_000).is_empty());
     assert_eq!(h.e.next_deadline(), Some(5_199));
     assert!(h.drain(0, 5_198).is_empty());
     let out = h.drain(0, 5_199);
@@ -182,6 +185,8 @@ fn a_flat_rate_is_republished_only_once_a_boundary_makes_it_drift() {
     assert_eq!(again.read_after(0, P), 49);
     assert_eq!(again.prev, 50);
     // Both reach 0 at the source's 2P (15 s): no zero push needed.
+    assert_eq!(h.e.next_deadline(), Some(15_000), "a look at the boundary");
+    assert!(h.drain(0, 15_000).is_empty());
     assert_eq!(h.e.next_deadline(), None);
     assert_eq!(again.window_after(15_000 - 5_199, P), Window::default());
     assert_eq!(h.e.counters().republished, 1);
@@ -202,6 +207,8 @@ fn a_small_flat_rate_is_pushed_once_then_zeroed() {
     h.drain(0, 0);
     // The node's {0, 50, 0} starts decaying 100 ms after the source: half an
     // event apart at most, until the source's window is empty at 19.9 s.
+    assert_eq!(h.e.next_deadline(), Some(9_900), "a look at the boundary");
+    assert!(h.drain(0, 9_900).is_empty());
     assert_eq!(h.e.next_deadline(), Some(19_900));
     let out = h.drain(0, 19_900);
     assert_eq!(freq_of(&out[0].values[0]), FreqCtr::default());

@@ -11,14 +11,16 @@
 //! a key's aggregate gives it a new, engine-wide sequence number; each output
 //! table keeps a `BTreeMap<seq, key>` holding each key once; each peer has a
 //! cursor (last sequence sent) per output table. Polling walks from the
-//! cursor and computes the values at poll time. There are no per-peer queues:
-//! memory is bounded by the number of keys whatever the peers do, the cost of
-//! a change does not depend on the number of peers, and a slow peer simply
-//! lags and always gets the latest value of each key once.
+//! cursor; each change is computed once, as of when it happened, and sent
+//! to every peer re-based to when it polls (`poll.rs`). There are no
+//! per-peer queues: memory is bounded by the number of keys whatever the
+//! peers do, the cost of a change hardly depends on the number of peers,
+//! and a slow peer simply lags and always gets the latest value of each key
+//! once.
 //!
-//! Rates are republished on their own so that they keep decaying on the
-//! nodes exactly like the sum of the sources' counters (see
-//! `Layout::next_republish`).
+//! Rates are republished on their own so that what the nodes read keeps
+//! within one event of the sum of the sources' counters as both decay, and
+//! only when it would not (`drift.rs`).
 //!
 //! # Several levels
 //!
@@ -73,8 +75,11 @@
 //! groups and ungrouped peers are summed (`table::representatives`).
 
 mod admin;
+mod combine;
+mod drift;
 mod intern;
 mod mapping;
+mod poll;
 mod table;
 mod view;
 
@@ -877,84 +882,6 @@ impl Engine {
             .collect();
         defs.sort_by_key(|d| d.id);
         defs
-    }
-
-    /// Coalesced pending changes for this peer, at most `max`, oldest first
-    /// across its tables, computed at `now` (expiries and republishes due are
-    /// applied first; rates are encoded at `now`).
-    pub fn poll_updates(&mut self, peer: PeerId, max: usize, now: u64) -> Vec<OutUpdate> {
-        self.tick(now);
-        let mut out = Vec::new();
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return out;
-        };
-        let tables = &self.tables;
-        // Merge the peer's tables by sequence number (a handful of tables:
-        // a linear minimum is cheaper than a heap).
-        let mut next: Vec<(u64, u32, usize)> = Vec::new();
-        for &t in &p.sends {
-            let t = t as usize;
-            if let Some((&s, &slot)) = tables[t].dirty.range(p.cursor(t) + 1..).next() {
-                next.push((s, slot, t));
-            }
-        }
-        while out.len() < max {
-            let Some(i) = (0..next.len()).min_by_key(|&i| next[i].0) else {
-                break;
-            };
-            let (s, slot, t) = next[i];
-            let table = &tables[t];
-            let live = table.entry(slot).filter(|e| e.has_live(now));
-            if let Some(e) = live.filter(|e| !table.no_choice_for_contributor(e, peer as u32, now))
-            {
-                let mut values = Vec::with_capacity(table.layout.slots.len());
-                let expire = table.aggregate(e, now, &self.dict, &mut values);
-                out.push(OutUpdate {
-                    table: table.id,
-                    key: e.key.clone(),
-                    values,
-                    expire,
-                });
-            }
-            p.set_cursor(t, s);
-            match table.dirty.range(s + 1..).next() {
-                Some((&s, &slot)) => next[i] = (s, slot, t),
-                None => {
-                    next.swap_remove(i);
-                }
-            }
-        }
-        // Our output ids are table index + 1 (Table::new).
-        for u in &out {
-            if let Some(t) = self.tables.get_mut(u.table as usize - 1) {
-                t.updates_out += 1;
-            }
-        }
-        out
-    }
-
-    /// The peer asked for a full resync: everything currently published is
-    /// sent again, after the announcements again.
-    pub fn resend_all(&mut self, peer: PeerId) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.cursors.clear();
-            p.announced = 0;
-        }
-    }
-
-    /// Whether [`poll_updates`](Self::poll_updates) would return something
-    /// now, not counting expiries and republishes not yet ticked.
-    pub fn has_pending(&self, peer: PeerId) -> bool {
-        let Some(p) = self.peers.get(&peer) else {
-            return false;
-        };
-        p.sends.iter().any(|&t| {
-            let t = t as usize;
-            self.tables[t]
-                .dirty
-                .last_key_value()
-                .is_some_and(|(&s, _)| s > p.cursor(t))
-        })
     }
 }
 

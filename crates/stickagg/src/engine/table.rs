@@ -8,11 +8,13 @@
 //! [`Value`]s (40 bytes each, with a heap string for `server_key`): the
 //! engine may hold millions of keys times tens of sources.
 
+use super::combine::{combine, representatives};
+use super::drift::{self, Reach};
 use super::intern::Interner;
 use super::EngineCounters;
 use ahash::RandomState;
 use bytes::Bytes;
-use peers::freq::{self, FreqCtr, Window};
+use peers::freq::FreqCtr;
 use peers::{Combine, Storage, TableDef, Update, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -78,7 +80,7 @@ fn words_for(storage: Storage, combine: Combine) -> u32 {
 }
 
 /// Whether an element combines as "the latest write wins".
-fn is_latest(storage: Storage, combine: Combine) -> bool {
+pub(super) fn is_latest(storage: Storage, combine: Combine) -> bool {
     storage == Storage::Dict || (combine == Combine::Latest && storage != Storage::FreqCtr)
 }
 
@@ -195,68 +197,110 @@ impl Layout {
                 Storage::SignedInt => Value::ServerId(w[0] as i32),
                 Storage::UnsignedInt => Value::U32(w[0]),
                 Storage::UnsignedLong => Value::U64(u64_at(w)),
-                Storage::FreqCtr => {
-                    let f = freq_at(w);
-                    let e = (f.elapsed_signed() + since).clamp(i32::MIN as i64, i32::MAX as i64);
-                    Value::Freq(FreqCtr {
-                        elapsed: e as i32 as u32,
-                        ..f
-                    })
-                }
+                Storage::FreqCtr => Value::Freq(rebase_freq(freq_at(w), since)),
                 Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
             });
         }
     }
 
-    /// When the rates of `e` must next be republished, or [`NEVER`] when all
-    /// of them read 0 at `now`.
+    /// When the rates of `e` must next be republished (≤ `now`: at once),
+    /// or [`NEVER`]. See `drift.rs`: just before what a node reads from the
+    /// published counter drifts one event from the sum of the sources, and
+    /// when the sum reaches 0 while the published counter has not. `reach`:
+    /// at publication only up to the first boundary (then a wake looks
+    /// again with [`Reach::All`] if the key has not changed meanwhile).
     ///
-    /// The sum of the sources' sliding windows is piecewise linear: its
-    /// slope only changes when one source's counter crosses a period
-    /// boundary (at elapsed P its `curr` starts leaving the window instead of
-    /// `prev`; at 2P it is empty). `freq::encode` reproduces value and slope,
-    /// so republishing at the earliest boundary keeps every node's reading
-    /// equal to the cluster sum between input changes. The boundary is
-    /// passed by 1 ms because at exactly elapsed = P `window_after` still
-    /// reports the old slope. A sum reaching 0 does so at a boundary, so the
-    /// final zero push falls out of the same rule. Every P/4 as well, as a
-    /// safety net against anything the boundaries miss.
-    fn next_republish(&self, e: &KeyEntry, now: u64) -> u64 {
+    /// Grouped keys keep the former schedule: a group counts as its member
+    /// with the largest window, which can change between boundaries (a max
+    /// of lines is not a line), so the drift walk would not be exact; they
+    /// are republished at every source's boundary (+1 ms: at exactly
+    /// elapsed = P `window_after` still reports the old slope) and every P/4.
+    fn next_republish(&self, e: &KeyEntry, now: u64, reach: Reach) -> u64 {
         if !self.has_rates {
             return NEVER;
         }
         let mut next = NEVER;
+        let mut sources = Vec::new();
+        let age = since(now, e.published);
         for s in &self.slots {
             if s.storage != Storage::FreqCtr || s.period == 0 {
                 continue;
             }
-            let p = s.period as i64;
-            let mut live = false;
+            sources.clear();
+            let mut grouped = false;
             for (h, w) in e.live(self.width, s.off, now) {
-                let f = freq_at(w);
-                let since = since(now, h.arrived);
-                if f.window_after(since, s.period).total == 0 {
-                    continue;
-                }
-                live = true;
-                let d = f.elapsed_signed() + since;
-                // A non-empty window means d < 2P, so this is ≥ 0.
-                let to_boundary = if d <= p { p - d } else { 2 * p - d };
-                next = next.min(now.saturating_add(to_boundary.max(0) as u64 + 1));
+                grouped |= h.group != 0;
+                sources.push((freq_at(w), since(e.published, h.arrived)));
             }
-            if live {
-                next = next.min(now + (s.period as u64 / 4).max(1));
+            let after = match (grouped, reach) {
+                (false, _) => drift::republish_in(&sources, age, s.period, reach),
+                (true, Reach::FirstBoundary) => at_boundaries(&sources, s.period),
+                (true, Reach::All) => Some(0),
+            };
+            if let Some(after) = after {
+                next = next.min(now.saturating_add(after));
             }
         }
         next
     }
 }
 
-fn u64_at(w: &[u32]) -> u64 {
+/// The schedule of grouped rates (see [`Layout::next_republish`]): ms to the
+/// next boundary of any source with a non-empty window, +1, and at most
+/// P/4; `None` when every window is empty.
+fn at_boundaries(sources: &[(FreqCtr, i64)], period: u32) -> Option<u64> {
+    let p = period as i64;
+    let mut next = None::<u64>;
+    for &(f, since) in sources {
+        if f.window_after(since, period).total == 0 {
+            continue;
+        }
+        let d = f.elapsed_signed() + since;
+        // A non-empty window means d < 2P, so this is ≥ 0.
+        let to_boundary = if d <= p { p - d } else { 2 * p - d };
+        let at = (to_boundary.max(0) as u64 + 1).min((period as u64 / 4).max(1));
+        next = Some(next.map_or(at, |n| n.min(at)));
+    }
+    next
+}
+
+/// A counter as it reads `since` ms later (its period started that much
+/// longer ago), within what the signed 32-bit `elapsed` can say.
+fn rebase_freq(f: FreqCtr, since: i64) -> FreqCtr {
+    let e = (f.elapsed_signed() + since).clamp(i32::MIN as i64, i32::MAX as i64);
+    FreqCtr {
+        elapsed: e as i32 as u32,
+        ..f
+    }
+}
+
+/// A key's published values (see `poll.rs`): the aggregate as of
+/// `KeyEntry::published`, kept for the peers that have not polled it yet.
+#[derive(Debug, Clone)]
+pub(super) struct Computed {
+    pub(super) values: Vec<Value>,
+    pub(super) expire: Option<u32>,
+}
+
+/// Values computed `since` ms ago as they are to be sent now: rates re-based,
+/// the remaining lifetime shortened. Returns the lifetime.
+pub(super) fn rebase(values: &mut [Value], expire: Option<u32>, since: i64) -> Option<u32> {
+    if since == 0 {
+        return expire;
+    }
+    for v in values.iter_mut() {
+        if let Value::Freq(f) = v {
+            *f = rebase_freq(*f, since);
+        }
+    }
+    expire.map(|x| (x as u64).saturating_sub(since as u64) as u32)
+}
+
+pub(super) fn u64_at(w: &[u32]) -> u64 {
     w[0] as u64 | (w[1] as u64) << 32
 }
 
-fn freq_at(w: &[u32]) -> FreqCtr {
+pub(super) fn freq_at(w: &[u32]) -> FreqCtr {
     FreqCtr {
         elapsed: w[0],
         curr: w[1],
@@ -281,7 +325,7 @@ fn latest_is_set(storage: Storage, w: &[u32]) -> bool {
 
 /// The contribution whose `Latest` element was written last, among those
 /// holding a value.
-fn pick_latest<'a>(
+pub(super) fn pick_latest<'a>(
     s: &Slot,
     it: impl Iterator<Item = (&'a Head, &'a [u32])>,
 ) -> Option<(&'a Head, &'a [u32])> {
@@ -325,6 +369,11 @@ pub(super) struct KeyEntry {
     wake: u64,
     /// Next rate republish ([`NEVER`]: none).
     republish: u64,
+    /// When the key last took a sequence number: its aggregate is computed
+    /// at this instant for every peer, rates re-based to when each polls
+    /// (so all of them get the very counter the republish deadline was
+    /// planned for, see `drift.rs`). 8 bytes per key, not per contribution.
+    pub(super) published: u64,
 }
 
 impl KeyEntry {
@@ -368,6 +417,10 @@ pub(super) struct Table {
     /// a peer that has sent up to sequence `c` has exactly the keys after
     /// `c` left to send, each with its latest value.
     pub(super) dirty: BTreeMap<u64, u32>,
+    /// Aggregates computed for a poll and kept for the other peers, by
+    /// sequence number (see `poll.rs`); an entry goes when its key changes
+    /// again or is removed, or every receiving peer went past it.
+    pub(super) computed: BTreeMap<u64, Computed>,
     /// Contributions per source, for the stats views and to skip tables a
     /// source never fed.
     pub(super) per_source: HashMap<u32, u32, RandomState>,
@@ -411,6 +464,7 @@ impl Table {
             slab: Vec::new(),
             free: Vec::new(),
             dirty: BTreeMap::new(),
+            computed: BTreeMap::new(),
             per_source: HashMap::default(),
             refused: 0,
             updates_in: 0,
@@ -596,6 +650,7 @@ impl Table {
             seq: 0,
             wake: NEVER,
             republish: NEVER,
+            published: 0,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -621,15 +676,17 @@ impl Table {
         *ctx.seq += 1;
         if e.seq != 0 {
             self.dirty.remove(&e.seq);
+            self.computed.remove(&e.seq);
         }
         e.seq = *ctx.seq;
+        e.published = now;
         self.dirty.insert(e.seq, slot);
         // A forwarded rate is republished by the level that computes it;
         // each of its republishes reaches us as an update and is relayed.
         e.republish = if self.forward {
             NEVER
         } else {
-            self.layout.next_republish(e, now)
+            self.layout.next_republish(e, now, Reach::FirstBoundary)
         };
         arm(ctx.timers, self.idx, slot, e);
     }
@@ -661,6 +718,12 @@ impl Table {
             self.remove_key(ctx, slot);
             return;
         }
+        if e.republish <= now && !changed {
+            // Planned at publication up to the first boundary: look at the
+            // whole way now, and republish only if a node's reading is due
+            // to drift.
+            e.republish = self.layout.next_republish(e, now, Reach::All);
+        }
         if e.republish <= now {
             ctx.counters.republished += 1;
             changed = true;
@@ -679,6 +742,7 @@ impl Table {
         };
         if e.seq != 0 {
             self.dirty.remove(&e.seq);
+            self.computed.remove(&e.seq);
         }
         if e.wake != NEVER {
             ctx.timers.remove(&(e.wake, self.idx, slot));
@@ -768,95 +832,6 @@ impl Table {
             last = last.max(h.expires);
         }
         Some((last - now).min(u32::MAX as u64) as u32)
-    }
-}
-
-/// The contributions that count for a sum: every source without a group,
-/// and for each group the member reporting the largest value of this element
-/// (for a rate: the largest sliding-window total at `now`; the first such
-/// member on a tie). A group is a set of replicas that see the same load
-/// balancers (semantics.md), so adding its members would count them twice.
-fn representatives<'a>(
-    s: &Slot,
-    live: &[(&'a Head, &'a [u32])],
-    now: u64,
-) -> Vec<(&'a Head, &'a [u32])> {
-    let score = |(h, w): &(&Head, &[u32])| -> u128 {
-        match s.storage {
-            Storage::FreqCtr => {
-                freq_at(w)
-                    .window_after(since(now, h.arrived), s.period)
-                    .total
-            }
-            Storage::UnsignedInt => w[0] as u128,
-            Storage::UnsignedLong => u64_at(w) as u128,
-            Storage::SignedInt => (w[0] as i32 as i64 - i32::MIN as i64) as u128,
-            Storage::Dict => 0,
-        }
-    };
-    let scores: Vec<u128> = live.iter().map(score).collect();
-    let beaten = |i: usize| {
-        let g = live[i].0.group;
-        (0..live.len()).any(|j| {
-            j != i
-                && live[j].0.group == g
-                && (scores[j] > scores[i] || (scores[j] == scores[i] && j < i))
-        })
-    };
-    (0..live.len())
-        .filter(|&i| live[i].0.group == 0 || !beaten(i))
-        .map(|i| live[i])
-        .collect()
-}
-
-/// Combines one element across the live contributions, per data type
-/// (semantics.md "How values combine"); `col.ty.combine` decides.
-fn combine<'a>(
-    s: &Slot,
-    it: impl Iterator<Item = (&'a Head, &'a [u32])>,
-    now: u64,
-    dict: &Interner,
-) -> Value {
-    // The latest write among the sources holding a value (see
-    // `pick_latest`); none: no value.
-    if is_latest(s.storage, s.combine) {
-        let w = pick_latest(s, it).map_or(&[0u32, 0][..], |x| x.1);
-        return match s.storage {
-            Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
-            Storage::SignedInt => Value::ServerId(w[0] as i32),
-            Storage::UnsignedLong => Value::U64(u64_at(w)),
-            _ => Value::U32(w[0]),
-        };
-    }
-    match (s.storage, s.combine) {
-        // Rates are never added field by field (periods are not aligned
-        // across nodes): sum the sliding windows at `now`, re-encode once.
-        (Storage::FreqCtr, _) => {
-            let mut win = Window::default();
-            for (h, w) in it {
-                win += freq_at(w).window_after(since(now, h.arrived), s.period);
-            }
-            Value::Freq(freq::encode(win, s.period))
-        }
-        (Storage::SignedInt, Combine::Max) => {
-            Value::ServerId(it.map(|(_, w)| w[0] as i32).max().unwrap_or(0))
-        }
-        // Unreachable: every `server_key` is a `Latest` element.
-        (Storage::Dict, _) => Value::Dict(None),
-        (Storage::SignedInt, _) => {
-            Value::ServerId(it.fold(0i32, |a, (_, w)| a.saturating_add(w[0] as i32)))
-        }
-        (Storage::UnsignedInt, Combine::Max) => {
-            Value::U32(it.map(|(_, w)| w[0]).max().unwrap_or(0))
-        }
-        // Sum32: HAProxy would truncate a larger value mod 2^32.
-        (Storage::UnsignedInt, _) => Value::U32(it.fold(0u32, |a, (_, w)| a.saturating_add(w[0]))),
-        (Storage::UnsignedLong, Combine::Max) => {
-            Value::U64(it.map(|(_, w)| u64_at(w)).max().unwrap_or(0))
-        }
-        (Storage::UnsignedLong, _) => {
-            Value::U64(it.fold(0u64, |a, (_, w)| a.saturating_add(u64_at(w))))
-        }
     }
 }
 

@@ -1,0 +1,201 @@
+//! When a published rate must be published again.
+//!
+//! A rate aggregate is pushed as one counter, `freq::encode` of the sum of
+//! the sources' sliding windows at the instant of publication. From then on
+//! a node reads that counter decaying on its own, while the true sum decays
+//! like the sources' counters. Both are continuous and piecewise linear in
+//! time (window totals, in events × ms): a counter's slope only changes at
+//! its own period boundaries (elapsed P, where `curr` starts leaving the
+//! window instead of `prev`, and 2P, where it is empty). So their difference,
+//! the *drift*, is linear between the union of those breakpoints, and the
+//! first instant it reaches one event is found exactly by walking them in
+//! order. Republishing just before that instant, and only then, keeps every
+//! node's reading within one event of the sum (plus encode's own rounding,
+//! see [`republish_after`]) with as few pushes as that allows: a flat or
+//! steadily decaying sum whose encoding decays the same way is not pushed
+//! again until a boundary makes the two part.
+//!
+//! Nothing is stored for this but the instant of publication (which the
+//! peers' values are computed at anyway): the published counter is
+//! recomputed from the same sources when needed. Any change of the sources
+//! (update, expiry, stale drop) publishes the key again and plans anew. The
+//! walk is only done for keys that reach a boundary unchanged (see
+//! [`Reach`]): under load most keys change before that.
+
+use peers::freq::{self, FreqCtr, Window};
+
+/// How far the walk goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// At publication, for every change of the key: only as far as the
+    /// first boundary of any counter (O(sources), no allocation), where
+    /// nothing has drifted yet unless something was saturated. Most keys
+    /// under load change again before that; the others look again there.
+    FirstBoundary,
+    /// When that instant comes and the key has not changed: all the way.
+    All,
+}
+
+/// How many ms from now the rate summed from `sources` must be published
+/// again (0: now), or `None` if never (the sum is 0 and so is what the node
+/// reads); with [`Reach::FirstBoundary`], at most when to look again (≥ 1).
+///
+/// `sources`: each counter as received and its age (ms) at the last
+/// publication, which was `age` ms ago and sent `freq::encode` of their
+/// windows summed then, exactly as the aggregate computes it.
+///
+/// The republish is due at the earliest of:
+///
+/// - one ms before the first instant where the published counter's window
+///   and the sum differ by `T` events × ms or more, `T = P × (1 + ⌊S / 2P⌋)`
+///   with `S` the summed slope at publication: one event, plus the
+///   whole events of encode's ms rounding of `elapsed` (up to S/2 events ×
+///   ms, present from the start; a threshold below it would republish at
+///   once, forever). Both readings floor a value less than `T / P` apart,
+///   so they differ by at most `T / P` events;
+/// - the instant the sum reaches 0, if the published counter is not 0 by
+///   then: the final zero push. When both reach 0 together (the common case
+///   once the last republish matched value and slope) none is needed: a
+///   window never grows again without a new event, so the node reads 0 from
+///   then on like the sum.
+pub(super) fn republish_in(
+    sources: &[(FreqCtr, i64)],
+    age: i64,
+    period: u32,
+    reach: Reach,
+) -> Option<u64> {
+    if period == 0 {
+        return None;
+    }
+    let p = period as i64;
+    let window = |f: &FreqCtr, at: i64| f.window_after(at, period);
+    let mut then = Window::default();
+    for (f, since) in sources {
+        then += window(f, *since);
+    }
+    if then.total == 0 {
+        return None;
+    }
+    let enc = freq::encode(then, period);
+    // Times are ms after publication from here on. The counters followed:
+    // the sources, then the published one (index `n`), each with its age
+    // at publication.
+    let n = sources.len();
+    let at = |i: usize| if i < n { sources[i] } else { (enc, 0) };
+    let mut threshold = p as i128 * (1 + (then.slope / (2 * period as u64)) as i128);
+    let published = window(&enc, 0);
+    let drift0 = published.total as i128 - then.total as i128;
+    if drift0.abs() >= threshold {
+        // Only with fields saturated at u32::MAX (encode cannot represent
+        // the sum): republishing would not do better, allow one more event.
+        threshold = drift0.abs() + p as i128;
+    }
+
+    // Where the walk starts: now. Drift D = published − sum, its slope per
+    // ms, and the sum itself (events × ms; i128: totals are below 2^67 per
+    // counter).
+    let x0 = age.max(0);
+    let mut total = 0i128;
+    let mut slope_sum = 0i128;
+    for (f, since) in sources {
+        let w = window(f, since.saturating_add(x0));
+        total += w.total as i128;
+        slope_sum += w.slope as i128;
+    }
+    let now_pub = window(&enc, x0);
+    let mut slope_pub = now_pub.slope as i128;
+    let mut drift = now_pub.total as i128 - total;
+    if total == 0 {
+        return (drift > 0).then_some(0);
+    }
+    if drift.abs() >= threshold {
+        return Some(0);
+    }
+    // The next boundary of counter i after x: (ms after publication).
+    let next_boundary = |i: usize, x: i64| -> Option<i64> {
+        let (f, since) = at(i);
+        if window(&f, since.saturating_add(x)).total == 0 {
+            return None;
+        }
+        let d = f.elapsed_signed().saturating_add(since);
+        [p, 2 * p]
+            .into_iter()
+            .map(|b| b.saturating_sub(d))
+            .find(|&b| b > x)
+    };
+    if reach == Reach::FirstBoundary {
+        let first = (0..=n).filter_map(|i| next_boundary(i, x0)).min();
+        let rate = slope_sum - slope_pub;
+        let cross = first_crossing(drift, rate, threshold).map(|c| (c - 1).max(1));
+        let until = first.map(|b| (b - x0) as i128);
+        return match (cross, until) {
+            (Some(c), Some(u)) => Some(c.min(u) as u64),
+            (c, u) => c.or(u).map(|v| v as u64),
+        };
+    }
+
+    // Boundaries ahead: (ms after publication, counter), in order.
+    let mut events: Vec<(i64, usize)> = Vec::with_capacity(2 * (n + 1));
+    for i in 0..=n {
+        let (f, since) = at(i);
+        if window(&f, since.saturating_add(x0)).total == 0 {
+            continue;
+        }
+        let d = f.elapsed_signed().saturating_add(since);
+        for b in [p, 2 * p] {
+            let x = b.saturating_sub(d);
+            if x > x0 {
+                events.push((x, i));
+            }
+        }
+    }
+    events.sort_unstable();
+    let mut x0 = x0;
+    let mut k = 0;
+    while k < events.len() {
+        let x = events[k].0;
+        let rate = slope_sum - slope_pub;
+        if let Some(c) = first_crossing(drift, rate, threshold) {
+            if c <= (x - x0) as i128 {
+                return Some((x0 - age.max(0)) as u64 + (c - 1) as u64);
+            }
+        }
+        let dx = (x - x0) as i128;
+        drift += rate * dx;
+        total -= slope_sum * dx;
+        x0 = x;
+        // The slopes of the counters crossing a boundary here, from the
+        // window one ms on (`window_after` looks forward at a boundary).
+        while k < events.len() && events[k].0 == x {
+            let i = events[k].1;
+            let (f, since) = at(i);
+            let before = window(&f, since + x - 1).slope as i128;
+            let after = window(&f, since + x).slope as i128;
+            if i < n {
+                slope_sum += after - before;
+            } else {
+                slope_pub += after - before;
+            }
+            k += 1;
+        }
+        if total <= 0 {
+            // The sum is 0 from here on; the published counter too, or a
+            // zero push now.
+            return (drift > 0).then_some((x - age.max(0)) as u64);
+        }
+    }
+    // Past every boundary everything is 0: nothing left to correct.
+    None
+}
+
+/// The smallest `c ≥ 1` such that `|drift + rate × c| ≥ threshold`, given
+/// `|drift| < threshold`; `None` if the drift does not move.
+fn first_crossing(drift: i128, rate: i128, threshold: i128) -> Option<i128> {
+    let room = match rate.signum() {
+        1 => threshold - drift,
+        -1 => threshold + drift,
+        _ => return None,
+    };
+    let r = rate.abs();
+    Some(((room + r - 1) / r).max(1))
+}

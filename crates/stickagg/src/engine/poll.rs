@@ -1,0 +1,145 @@
+//! What each peer is sent: its cursors walk the tables' change sequences
+//! (see the module docs of `engine`), and each change is computed once for
+//! all peers.
+//!
+//! A key's aggregate is computed as of the instant it took its sequence
+//! number (`KeyEntry::published`), whoever polls it and whenever: the first
+//! poll computes it, the others reuse it, rates re-based by the time since
+//! (like a forwarded table's contributions). So every peer gets the very
+//! counter the rate republish deadline was planned for, and with N peers a
+//! change costs one aggregation instead of N.
+//!
+//! The computed values are kept per table by sequence number only while
+//! another connected peer receiving the table still has to reach that
+//! sequence, and dropped when the key changes again or every such peer went
+//! past it: in steady state that is the few keys between the fastest and the
+//! slowest peer. [`COMPUTED_MAX`] bounds it when a peer stalls (the others
+//! then compute on their own, as before).
+
+use super::table::{rebase, since, Computed};
+use super::{Engine, OutUpdate, PeerId};
+
+/// Aggregates kept per table for peers that have not polled them yet. At
+/// roughly 150 bytes each for a two-column table (the values, the map
+/// entry), 64k entries bound it to about 10 MB per table.
+pub(super) const COMPUTED_MAX: usize = 1 << 16;
+
+impl Engine {
+    /// Coalesced pending changes for this peer, at most `max`, oldest first
+    /// across its tables (expiries and republishes due at `now` are applied
+    /// first). Each value is the key's aggregate as of its latest change,
+    /// rates re-based to `now`.
+    pub fn poll_updates(&mut self, peer: PeerId, max: usize, now: u64) -> Vec<OutUpdate> {
+        self.tick(now);
+        let mut out = Vec::new();
+        let Some(sends) = self.peers.get(&peer).map(|p| p.sends.clone()) else {
+            return out;
+        };
+        // For each table: the lowest cursor of the other connected peers
+        // receiving it (what they still need), None if there are none.
+        let others: Vec<Option<u64>> = sends
+            .iter()
+            .map(|&t| {
+                self.peers
+                    .iter()
+                    .filter(|(&id, q)| id != peer && q.connected && q.sends.contains(&t))
+                    .map(|(_, q)| q.cursor(t as usize))
+                    .min()
+            })
+            .collect();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return out;
+        };
+        let (tables, dict) = (&mut self.tables, &self.dict);
+        // Merge the peer's tables by sequence number (a handful of tables:
+        // a linear minimum is cheaper than a heap). (seq, slot, table, index
+        // in `sends`).
+        let mut next: Vec<(u64, u32, usize, usize)> = Vec::new();
+        for (j, &t) in sends.iter().enumerate() {
+            let t = t as usize;
+            if let Some((&s, &slot)) = tables[t].dirty.range(p.cursor(t) + 1..).next() {
+                next.push((s, slot, t, j));
+            }
+        }
+        while out.len() < max {
+            let Some(i) = (0..next.len()).min_by_key(|&i| next[i].0) else {
+                break;
+            };
+            let (s, slot, t, j) = next[i];
+            let table = &mut tables[t];
+            let live = table.entry(slot).filter(|e| e.has_live(now));
+            if let Some(e) = live.filter(|e| !table.no_choice_for_contributor(e, peer as u32, now))
+            {
+                let (key, published) = (e.key.clone(), e.published);
+                let (mut values, expire) = match table.computed.get(&s) {
+                    Some(c) => (c.values.clone(), c.expire),
+                    None => {
+                        let mut values = Vec::with_capacity(table.layout.slots.len());
+                        let expire = table.aggregate(e, published, dict, &mut values);
+                        let wanted = others[j].is_some_and(|o| o < s);
+                        if wanted && table.computed.len() < COMPUTED_MAX {
+                            let c = Computed {
+                                values: values.clone(),
+                                expire,
+                            };
+                            table.computed.insert(s, c);
+                        }
+                        (values, expire)
+                    }
+                };
+                let expire = rebase(&mut values, expire, since(now, published));
+                out.push(OutUpdate {
+                    table: table.id,
+                    key,
+                    values,
+                    expire,
+                });
+                table.updates_out += 1;
+            }
+            p.set_cursor(t, s);
+            match table.dirty.range(s + 1..).next() {
+                Some((&s, &slot)) => next[i] = (s, slot, t, j),
+                None => {
+                    next.swap_remove(i);
+                }
+            }
+        }
+        // Nobody needs what every receiving peer went past.
+        for (j, &t) in sends.iter().enumerate() {
+            let t = t as usize;
+            let done = others[j].map_or(p.cursor(t), |o| o.min(p.cursor(t)));
+            let computed = &mut tables[t].computed;
+            while let Some(entry) = computed.first_entry() {
+                if *entry.key() > done {
+                    break;
+                }
+                entry.remove();
+            }
+        }
+        out
+    }
+
+    /// The peer asked for a full resync: everything currently published is
+    /// sent again, after the announcements again.
+    pub fn resend_all(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.cursors.clear();
+            p.announced = 0;
+        }
+    }
+
+    /// Whether [`poll_updates`](Self::poll_updates) would return something
+    /// now, not counting expiries and republishes not yet ticked.
+    pub fn has_pending(&self, peer: PeerId) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return false;
+        };
+        p.sends.iter().any(|&t| {
+            let t = t as usize;
+            self.tables[t]
+                .dirty
+                .last_key_value()
+                .is_some_and(|(&s, _)| s > p.cursor(t))
+        })
+    }
+}

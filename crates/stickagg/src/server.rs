@@ -109,9 +109,9 @@ pub struct Hub {
     /// Limits enforced (see [`LimitStats`]).
     pub limits: LimitStats,
     /// A pump stopped on its budget with more to send: go round again at
-    /// once. `pump_from` rotates which connection is served first.
+    /// once, starting with connection `pump_from`.
     pump_more: bool,
-    pump_from: usize,
+    pump_from: ConnId,
 }
 
 pub(crate) fn engine_limits(g: &config::Global) -> EngineLimits {
@@ -588,8 +588,10 @@ impl Hub {
         }
     }
 
-    /// Pumps every connection within the hub's budget, starting one further
-    /// each time so that no connection waits behind the others for long.
+    /// Pumps the connections within the hub's budget, in connection order,
+    /// starting where the previous round's budget ran out: with a thousand
+    /// busy peers each round serves a few, and every peer's turn comes
+    /// within a bounded number of rounds.
     fn pump_all(&mut self, now: u64) {
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
@@ -597,16 +599,19 @@ impl Hub {
         if ids.is_empty() {
             return;
         }
-        self.pump_from = (self.pump_from + 1) % ids.len();
-        ids.rotate_left(self.pump_from);
+        let first = ids.partition_point(|&id| id < self.pump_from);
+        ids.rotate_left(first);
         let mut budget = PUMP_BUDGET_ALL;
         for id in ids {
             if budget == 0 {
+                // Next round starts with this one.
+                self.pump_from = id;
                 self.pump_more = true;
-                break;
+                return;
             }
             budget = budget.saturating_sub(self.pump(id, now));
         }
+        self.pump_from = 0;
     }
 
     /// Sends a peer the engine's pending changes while its socket keeps up

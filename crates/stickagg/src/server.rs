@@ -39,8 +39,13 @@ const PUMP_BATCH: usize = 256;
 /// round again at once, handling what arrived meanwhile.
 const PUMP_BUDGET: usize = 8 * PUMP_BATCH;
 const PUMP_BUDGET_ALL: usize = 32 * 1024;
-/// Net events handled before pumping updates out (fairness vs. batching).
+/// Net events handled before timers and pumping updates out (fairness vs.
+/// batching), and at most this many input bytes among them: 512 reads of
+/// 64 KiB are 1.5 M updates, seconds of work, during which no heartbeat
+/// would go out and HAProxy, after 5 s, closes the session. 1 MiB is about
+/// 50k updates, tens of milliseconds.
 const EVENT_BATCH: usize = 512;
+const EVENT_BATCH_BYTES: usize = 1 << 20;
 /// Net events waiting for the hub, all connections together. Each read
 /// holds up to 64 KiB, so this bounds what input waiting in stickagg can
 /// cost (64 MiB); beyond, the readers wait and the peers' bytes wait in the
@@ -112,6 +117,14 @@ pub struct Hub {
     /// once, starting with connection `pump_from`.
     pump_more: bool,
     pump_from: ConnId,
+}
+
+/// Input bytes a network event carries.
+fn input_len(ev: &NetEvent) -> usize {
+    match ev {
+        NetEvent::Data { bytes, .. } => bytes.len(),
+        _ => 0,
+    }
 }
 
 pub(crate) fn engine_limits(g: &config::Global) -> EngineLimits {
@@ -246,10 +259,17 @@ impl Hub {
                 ev = self.events_rx.recv() => {
                     let Some(ev) = ev else { break };
                     let now = self.now();
+                    let mut bytes = input_len(&ev);
                     self.on_net(ev, now);
                     for _ in 0..EVENT_BATCH {
+                        if bytes >= EVENT_BATCH_BYTES {
+                            break;
+                        }
                         match self.events_rx.try_recv() {
-                            Ok(ev) => self.on_net(ev, now),
+                            Ok(ev) => {
+                                bytes += input_len(&ev);
+                                self.on_net(ev, now);
+                            }
                             Err(_) => break,
                         }
                     }

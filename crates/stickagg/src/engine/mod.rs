@@ -322,6 +322,8 @@ pub struct Engine {
     groups: Vec<u32>,
     peers: HashMap<PeerId, PeerState, RandomState>,
     timers: Timers,
+    /// Scratch space of `Ctx::rates`.
+    rate_scratch: Vec<(peers::FreqCtr, i64)>,
     /// Last change sequence number handed out.
     seq: u64,
     /// Last receive stamp handed out (one per stored update).
@@ -357,6 +359,7 @@ impl Engine {
             groups: Vec::new(),
             peers: HashMap::default(),
             timers: Timers::new(),
+            rate_scratch: Vec::new(),
             seq: 0,
             stamp: 0,
             dict: Interner::default(),
@@ -404,6 +407,7 @@ impl Engine {
                 dict: &mut self.dict,
                 counters: &mut self.counters,
                 max_entries: self.limits.max_entries,
+                rates: &mut self.rate_scratch,
             },
         )
     }

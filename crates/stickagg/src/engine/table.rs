@@ -40,6 +40,9 @@ pub(super) struct Ctx<'a> {
     pub(super) counters: &'a mut EngineCounters,
     /// `max-entries`: keys per table.
     pub(super) max_entries: usize,
+    /// Reused by [`Layout::next_republish`], which runs for every change
+    /// of a key with a rate: no allocation per update.
+    pub(super) rates: &'a mut Vec<(FreqCtr, i64)>,
 }
 
 /// What [`Table::apply`] did with an update.
@@ -215,12 +218,17 @@ impl Layout {
     /// of lines is not a line), so the drift walk would not be exact; they
     /// are republished at every source's boundary (+1 ms: at exactly
     /// elapsed = P `window_after` still reports the old slope) and every P/4.
-    fn next_republish(&self, e: &KeyEntry, now: u64, reach: Reach) -> u64 {
+    fn next_republish(
+        &self,
+        e: &KeyEntry,
+        now: u64,
+        reach: Reach,
+        sources: &mut Vec<(FreqCtr, i64)>,
+    ) -> u64 {
         if !self.has_rates {
             return NEVER;
         }
         let mut next = NEVER;
-        let mut sources = Vec::new();
         let age = since(now, e.published);
         for s in &self.slots {
             if s.storage != Storage::FreqCtr || s.period == 0 {
@@ -233,8 +241,8 @@ impl Layout {
                 sources.push((freq_at(w), since(e.published, h.arrived)));
             }
             let after = match (grouped, reach) {
-                (false, _) => drift::republish_in(&sources, age, s.period, reach),
-                (true, Reach::FirstBoundary) => at_boundaries(&sources, s.period),
+                (false, _) => drift::republish_in(sources, age, s.period, reach),
+                (true, Reach::FirstBoundary) => at_boundaries(sources, s.period),
                 (true, Reach::All) => Some(0),
             };
             if let Some(after) = after {
@@ -686,7 +694,8 @@ impl Table {
         e.republish = if self.forward {
             NEVER
         } else {
-            self.layout.next_republish(e, now, Reach::FirstBoundary)
+            self.layout
+                .next_republish(e, now, Reach::FirstBoundary, ctx.rates)
         };
         arm(ctx.timers, self.idx, slot, e);
     }
@@ -722,7 +731,7 @@ impl Table {
             // Planned at publication up to the first boundary: look at the
             // whole way now, and republish only if a node's reading is due
             // to drift.
-            e.republish = self.layout.next_republish(e, now, Reach::All);
+            e.republish = self.layout.next_republish(e, now, Reach::All, ctx.rates);
         }
         if e.republish <= now {
             ctx.counters.republished += 1;

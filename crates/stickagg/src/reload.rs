@@ -117,11 +117,11 @@ impl Hub {
                         ns.name
                     ));
                     self.remove_section(i, now);
-                    self.sections.push(SectionState::new(ns, &new.global));
+                    self.sections.push(SectionState::new(ns, &new.global, now));
                 }
                 None => {
                     changes.push(format!("section '{}' added", ns.name));
-                    self.sections.push(SectionState::new(ns, &new.global));
+                    self.sections.push(SectionState::new(ns, &new.global, now));
                 }
             }
         }

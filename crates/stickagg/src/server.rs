@@ -170,7 +170,8 @@ impl Hub {
                     listeners.push(addr);
                 }
             }
-            sections.push(SectionState::new(s, &config.global));
+            // The hub's clock starts at 0 (`Hub::now`).
+            sections.push(SectionState::new(s, &config.global, 0));
         }
         let mut listener_tasks = Vec::new();
         for (i, addr) in listeners.iter().enumerate() {
@@ -313,6 +314,9 @@ impl Hub {
         let mut d = now + 1000;
         for s in &self.sections {
             if let Some(t) = s.engine.next_deadline() {
+                d = d.min(t);
+            }
+            if let Some(t) = s.up_hold_deadline() {
                 d = d.min(t);
             }
             for p in &s.peers {
@@ -646,6 +650,9 @@ impl Hub {
             return 0;
         }
         let sec = &mut self.sections[s];
+        // A section that has just started sends nothing up until its own
+        // sources have taught it (`SectionState::holding_up`).
+        let held = sec.peers[p].role == config::Role::Up && sec.holding_up(now);
         let (engine, peer) = (&mut sec.engine, &sec.peers[p]);
         // Definitions announced to other levels (DEFINE without entries;
         // see the engine's "How definitions reach the other levels"):
@@ -658,7 +665,10 @@ impl Hub {
             }
         }
         let (mut sent, mut more) = (0, false);
-        while c.handle.inflight() + c.session.pending_tx() < MAX_INFLIGHT && engine.has_pending(p) {
+        while !held
+            && c.handle.inflight() + c.session.pending_tx() < MAX_INFLIGHT
+            && engine.has_pending(p)
+        {
             if sent >= PUMP_BUDGET {
                 more = true;
                 break;
@@ -678,7 +688,7 @@ impl Hub {
                 }
             }
         }
-        if c.teaching && !engine.has_pending(p) {
+        if c.teaching && !held && !engine.has_pending(p) {
             c.teaching = false;
             // To another level: PARTIAL until every source with a session
             // (load balancers, lower levels) has taught us, so that it keeps

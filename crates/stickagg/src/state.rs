@@ -7,7 +7,7 @@ use crate::net::{ConnHandle, ConnId};
 use crate::server::{engine_config, engine_limits};
 use peers::session::Session;
 use std::net::SocketAddr;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Per-peer counters, for `show aggrs` and `show peers`.
 #[derive(Debug, Default, Clone)]
@@ -170,10 +170,19 @@ pub struct SectionState {
     pub(crate) tables_log: RateLimit,
     /// The engine's outputs generation last declared on the sessions.
     pub(crate) declared_gen: u64,
+    /// Until when a new section holds its sums back from `up` peers
+    /// ([`SectionState::holding_up`]); `None` once released.
+    up_hold_until: Option<u64>,
 }
 
+/// How long a new section (a start, or one added by a reload) holds its sums
+/// back from `up` peers while its own sources are still teaching it: as long
+/// as HAProxy waits for a resync answer.
+pub const UP_HOLD_MS: u64 = 5000;
+
 impl SectionState {
-    pub fn new(cfg: &config::Section, global: &config::Global) -> SectionState {
+    /// A section created at `now` (milliseconds of the hub's clock).
+    pub fn new(cfg: &config::Section, global: &config::Global, now: u64) -> SectionState {
         let peers = cfg
             .remote_peers()
             .map(|p| Peer::new(p.name.clone(), p.role, p.addr, p.group, false))
@@ -192,7 +201,57 @@ impl SectionState {
             drops_log: RateLimit::default(),
             tables_log: RateLimit::default(),
             declared_gen: 0,
+            up_hold_until: Some(now + UP_HOLD_MS),
         }
+    }
+
+    /// Whether the sums for `up` peers are still held back. A section that
+    /// has just started knows nothing yet: each load balancer or lower level
+    /// teaches it in turn, and pushing the sum after each one would replace
+    /// this level's whole share at the upper level with a part of it (the
+    /// upper level's other children would see the total dip, then recover).
+    /// So the upper level gets nothing, not even the end of its resync
+    /// answer, until every source with a session or a connection attempt
+    /// under way has taught us, or [`UP_HOLD_MS`] have passed; meanwhile it
+    /// keeps what it had from us. The hold is released once and for good: a
+    /// source reconnecting later relearns over values we kept, so it cannot
+    /// dip the sums.
+    pub(crate) fn holding_up(&mut self, now: u64) -> bool {
+        let Some(until) = self.up_hold_until else {
+            return false;
+        };
+        let waiting: Vec<&str> = self
+            .peers
+            .iter()
+            .filter(|p| {
+                matches!(p.role, config::Role::Node | config::Role::Down)
+                    && !p.removed
+                    && !p.learned
+                    && (p.conn.is_some() || p.connecting)
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        if waiting.is_empty() {
+            debug!(
+                "section '{}': every source taught us, sums go up",
+                self.cfg.name
+            );
+        } else if now >= until {
+            warn!(
+                "section '{}': sums go up after {UP_HOLD_MS} ms although {} did not finish teaching us",
+                self.cfg.name,
+                waiting.join(", ")
+            );
+        } else {
+            return true;
+        }
+        self.up_hold_until = None;
+        false
+    }
+
+    /// When the hold on `up` peers ends at the latest, for the hub's timer.
+    pub(crate) fn up_hold_deadline(&self) -> Option<u64> {
+        self.up_hold_until
     }
 
     /// Logs the keys full tables dropped since the last report, at most
@@ -277,5 +336,55 @@ mod limit_tests {
         assert_eq!(r.check(5000), Some(1));
         assert_eq!(more_since(0), "");
         assert_eq!(more_since(3), " (3 more refused since the last report)");
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::*;
+
+    fn intermediate(now: u64) -> SectionState {
+        let text = "aggregations data\n\
+                    \x20   from any to .intermediate\n\
+                    \x20   forward .agg\n\
+                    \x20   peer intermediate-gpe1 0.0.0.0:10000 local\n\
+                    \x20   peer top-gpe 192.168.1.10:10000 up\n\
+                    \x20   peer enterprise1 192.168.50.41:10000\n\
+                    \x20   peer enterprise2 192.168.50.42:10000\n";
+        let c = config::Config::parse(text, "t.cfg").unwrap();
+        SectionState::new(&c.sections[0], &c.global, now)
+    }
+
+    fn peer<'a>(s: &'a mut SectionState, name: &str) -> &'a mut Peer {
+        s.peers.iter_mut().find(|p| p.name == name).unwrap()
+    }
+
+    #[test]
+    fn holds_until_every_source_with_a_session_taught_us() {
+        let mut s = intermediate(100);
+        for name in ["enterprise1", "enterprise2", "top-gpe"] {
+            peer(&mut s, name).connecting = true;
+        }
+        assert!(s.holding_up(100));
+        peer(&mut s, "enterprise1").learned = true;
+        // The up peer itself is no source: only enterprise2 is awaited.
+        assert!(s.holding_up(200));
+        // A source whose connection attempt failed is not awaited.
+        peer(&mut s, "enterprise2").connecting = false;
+        assert!(!s.holding_up(300));
+        assert_eq!(s.up_hold_deadline(), None);
+        // Released for good: a source connecting again changes nothing.
+        peer(&mut s, "enterprise2").connecting = true;
+        assert!(!s.holding_up(400));
+    }
+
+    #[test]
+    fn a_source_that_never_finishes_holds_at_most_the_timeout() {
+        let mut s = intermediate(1000);
+        peer(&mut s, "enterprise1").conn = Some(7);
+        assert_eq!(s.up_hold_deadline(), Some(1000 + UP_HOLD_MS));
+        assert!(s.holding_up(1000 + UP_HOLD_MS - 1));
+        assert!(!s.holding_up(1000 + UP_HOLD_MS));
+        assert!(!s.holding_up(1000 + UP_HOLD_MS - 1));
     }
 }

@@ -99,6 +99,7 @@ impl Hub {
             } => {
                 if let Some((s, p)) = peer {
                     self.sections[s].engine.update(p, remote_id, &update, now);
+                    self.sections[s].note_progress(p, now);
                     self.change_since
                         .get_or_insert_with(std::time::Instant::now);
                 }

@@ -316,7 +316,7 @@ impl Hub {
             if let Some(t) = s.engine.next_deadline() {
                 d = d.min(t);
             }
-            if let Some(t) = s.up_hold_deadline() {
+            if let Some(t) = s.hold_deadline() {
                 d = d.min(t);
             }
             for p in &s.peers {
@@ -650,9 +650,9 @@ impl Hub {
             return 0;
         }
         let sec = &mut self.sections[s];
-        // A section that has just started sends nothing up until its own
-        // sources have taught it (`SectionState::holding_up`).
-        let held = sec.peers[p].role == config::Role::Up && sec.holding_up(now);
+        // A section that has just started sends no sums until its own
+        // sources have taught it (`SectionState::holding`).
+        let held = sec.holding(now);
         let (engine, peer) = (&mut sec.engine, &sec.peers[p]);
         // Definitions announced to other levels (DEFINE without entries;
         // see the engine's "How definitions reach the other levels"):
@@ -688,7 +688,17 @@ impl Hub {
                 }
             }
         }
-        if c.teaching && !held && !engine.has_pending(p) {
+        // The end of a resync answer: once everything pending went out; or,
+        // while the sums are held, at once to a load balancer (which pushes
+        // us nothing until it has it) or a lower level (it gets PARTIAL and
+        // keeps what it had), but not to an upper level, which keeps our
+        // share meanwhile and then gets the whole answer.
+        let end = if held {
+            peer.role != config::Role::Up
+        } else {
+            !engine.has_pending(p)
+        };
+        if c.teaching && end {
             c.teaching = false;
             // To another level: PARTIAL until every source with a session
             // (load balancers, lower levels) has taught us, so that it keeps

@@ -170,15 +170,27 @@ pub struct SectionState {
     pub(crate) tables_log: RateLimit,
     /// The engine's outputs generation last declared on the sessions.
     pub(crate) declared_gen: u64,
-    /// Until when a new section holds its sums back from `up` peers
-    /// ([`SectionState::holding_up`]); `None` once released.
-    up_hold_until: Option<u64>,
+    /// While a new section holds its sums back ([`SectionState::holding`]);
+    /// `None` once released.
+    hold: Option<Hold>,
 }
 
-/// How long a new section (a start, or one added by a reload) holds its sums
-/// back from `up` peers while its own sources are still teaching it: as long
-/// as HAProxy waits for a resync answer.
-pub const UP_HOLD_MS: u64 = 5000;
+/// The relearn hold of a new section: when it began, and when an awaited
+/// source last sent us something.
+struct Hold {
+    started: u64,
+    progress: u64,
+}
+
+/// A new section (a start, or one added by a reload) stops holding its sums
+/// back when the sources it awaits have sent nothing for this long: as long
+/// as HAProxy waits for a resync answer, and closes a silent session.
+pub const HOLD_QUIET_MS: u64 = 5000;
+
+/// ... and at the latest this long after it started, so that a source that
+/// trickles updates and never finishes its lesson cannot hold the sums back
+/// for ever.
+pub const HOLD_MAX_MS: u64 = 30_000;
 
 impl SectionState {
     /// A section created at `now` (milliseconds of the hub's clock).
@@ -201,57 +213,78 @@ impl SectionState {
             drops_log: RateLimit::default(),
             tables_log: RateLimit::default(),
             declared_gen: 0,
-            up_hold_until: Some(now + UP_HOLD_MS),
+            hold: Some(Hold {
+                started: now,
+                progress: now,
+            }),
         }
     }
 
-    /// Whether the sums for `up` peers are still held back. A section that
+    /// Whether the sums are still held back from every peer. A section that
     /// has just started knows nothing yet: each load balancer or lower level
-    /// teaches it in turn, and pushing the sum after each one would replace
-    /// this level's whole share at the upper level with a part of it (the
-    /// upper level's other children would see the total dip, then recover).
-    /// So the upper level gets nothing, not even the end of its resync
-    /// answer, until every source with a session or a connection attempt
-    /// under way has taught us, or [`UP_HOLD_MS`] have passed; meanwhile it
-    /// keeps what it had from us. The hold is released once and for good: a
-    /// source reconnecting later relearns over values we kept, so it cannot
-    /// dip the sums.
-    pub(crate) fn holding_up(&mut self, now: u64) -> bool {
-        let Some(until) = self.up_hold_until else {
+    /// teaches it in turn, and pushing the sum after each one would hand the
+    /// nodes, and an upper level, a part of the total in place of the total
+    /// (an upper level would replace this level's whole share with it, and
+    /// its other children would see the total dip, then recover). So nothing
+    /// goes out until every source with a session or a connection attempt
+    /// under way has taught us, or they sent nothing for [`HOLD_QUIET_MS`],
+    /// or [`HOLD_MAX_MS`] have passed. Meanwhile the nodes keep the totals
+    /// they had, and an upper level keeps our share (it gets no resync answer
+    /// until then; `server.rs` `pump`). Pushing each key once, complete, is
+    /// also half the work of a relearn. The hold is released once and for
+    /// good: a source reconnecting later relearns over values we kept, so it
+    /// cannot make the sums partial.
+    pub(crate) fn holding(&mut self, now: u64) -> bool {
+        let Some(h) = &self.hold else {
             return false;
         };
-        let waiting: Vec<&str> = self
-            .peers
-            .iter()
-            .filter(|p| {
-                matches!(p.role, config::Role::Node | config::Role::Down)
-                    && !p.removed
-                    && !p.learned
-                    && (p.conn.is_some() || p.connecting)
-            })
-            .map(|p| p.name.as_str())
-            .collect();
-        if waiting.is_empty() {
+        let awaited = |p: &&Peer| {
+            matches!(p.role, config::Role::Node | config::Role::Down)
+                && !p.removed
+                && !p.learned
+                && (p.conn.is_some() || p.connecting)
+        };
+        if !self.peers.iter().any(|p| awaited(&p)) {
             debug!(
-                "section '{}': every source taught us, sums go up",
-                self.cfg.name
-            );
-        } else if now >= until {
-            warn!(
-                "section '{}': sums go up after {UP_HOLD_MS} ms although {} did not finish teaching us",
+                "section '{}': every source taught us in {} ms, the sums go out",
                 self.cfg.name,
-                waiting.join(", ")
+                now.saturating_sub(h.started)
+            );
+        } else if now >= h.progress + HOLD_QUIET_MS || now >= h.started + HOLD_MAX_MS {
+            let late: Vec<&str> = self
+                .peers
+                .iter()
+                .filter(awaited)
+                .map(|p| p.name.as_str())
+                .collect();
+            warn!(
+                "section '{}': the sums go out after {} ms although {} did not finish teaching us",
+                self.cfg.name,
+                now.saturating_sub(h.started),
+                late.join(", ")
             );
         } else {
             return true;
         }
-        self.up_hold_until = None;
+        self.hold = None;
         false
     }
 
-    /// When the hold on `up` peers ends at the latest, for the hub's timer.
-    pub(crate) fn up_hold_deadline(&self) -> Option<u64> {
-        self.up_hold_until
+    /// A source sent us something: while it is awaited, the hold lasts.
+    pub(crate) fn note_progress(&mut self, peer: usize, now: u64) {
+        if let Some(h) = &mut self.hold {
+            if self.peers.get(peer).is_some_and(|p| {
+                matches!(p.role, config::Role::Node | config::Role::Down) && !p.learned
+            }) {
+                h.progress = now;
+            }
+        }
+    }
+
+    /// When the hold ends at the latest, for the hub's timer.
+    pub(crate) fn hold_deadline(&self) -> Option<u64> {
+        let h = self.hold.as_ref()?;
+        Some((h.progress + HOLD_QUIET_MS).min(h.started + HOLD_MAX_MS))
     }
 
     /// Logs the keys full tables dropped since the last report, at most
@@ -359,32 +392,65 @@ mod hold_tests {
         s.peers.iter_mut().find(|p| p.name == name).unwrap()
     }
 
+    fn index(s: &SectionState, name: &str) -> usize {
+        s.peers.iter().position(|p| p.name == name).unwrap()
+    }
+
     #[test]
     fn holds_until_every_source_with_a_session_taught_us() {
         let mut s = intermediate(100);
         for name in ["enterprise1", "enterprise2", "top-gpe"] {
             peer(&mut s, name).connecting = true;
         }
-        assert!(s.holding_up(100));
+        assert!(s.holding(100));
         peer(&mut s, "enterprise1").learned = true;
         // The up peer itself is no source: only enterprise2 is awaited.
-        assert!(s.holding_up(200));
+        assert!(s.holding(200));
         // A source whose connection attempt failed is not awaited.
         peer(&mut s, "enterprise2").connecting = false;
-        assert!(!s.holding_up(300));
-        assert_eq!(s.up_hold_deadline(), None);
+        assert!(!s.holding(300));
+        assert_eq!(s.hold_deadline(), None);
         // Released for good: a source connecting again changes nothing.
         peer(&mut s, "enterprise2").connecting = true;
-        assert!(!s.holding_up(400));
+        assert!(!s.holding(400));
     }
 
     #[test]
-    fn a_source_that_never_finishes_holds_at_most_the_timeout() {
+    fn a_silent_source_holds_at_most_the_quiet_time() {
         let mut s = intermediate(1000);
         peer(&mut s, "enterprise1").conn = Some(7);
-        assert_eq!(s.up_hold_deadline(), Some(1000 + UP_HOLD_MS));
-        assert!(s.holding_up(1000 + UP_HOLD_MS - 1));
-        assert!(!s.holding_up(1000 + UP_HOLD_MS));
-        assert!(!s.holding_up(1000 + UP_HOLD_MS - 1));
+        assert_eq!(s.hold_deadline(), Some(1000 + HOLD_QUIET_MS));
+        assert!(s.holding(1000 + HOLD_QUIET_MS - 1));
+        assert!(!s.holding(1000 + HOLD_QUIET_MS));
+        assert!(!s.holding(1000 + HOLD_QUIET_MS - 1));
+    }
+
+    #[test]
+    fn a_teaching_source_holds_until_the_maximum() {
+        let mut s = intermediate(0);
+        peer(&mut s, "enterprise1").conn = Some(7);
+        let e1 = index(&s, "enterprise1");
+        // It keeps sending: the quiet time never runs out.
+        let mut t = 0;
+        while t + 1000 < HOLD_MAX_MS {
+            t += 1000;
+            s.note_progress(e1, t);
+            assert!(s.holding(t), "released at {t} ms");
+        }
+        assert_eq!(s.hold_deadline(), Some(HOLD_MAX_MS));
+        assert!(!s.holding(HOLD_MAX_MS));
+    }
+
+    #[test]
+    fn only_awaited_sources_make_progress() {
+        let mut s = intermediate(0);
+        peer(&mut s, "enterprise1").conn = Some(7);
+        peer(&mut s, "enterprise2").learned = true;
+        let e2 = index(&s, "enterprise2");
+        s.note_progress(e2, 4000);
+        // Nor does the upper level relaying its totals to us.
+        let top = index(&s, "top-gpe");
+        s.note_progress(top, 4000);
+        assert_eq!(s.hold_deadline(), Some(HOLD_QUIET_MS));
     }
 }

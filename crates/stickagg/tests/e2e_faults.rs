@@ -1,5 +1,6 @@
 //! Faults with real processes (nets 180–189): stickagg killed with SIGKILL
-//! under load, a node killed and restarted, the aggregator unreachable.
+//! under load, a node killed and restarted, the aggregator unreachable, and
+//! no partial total pushed while a restarted stickagg relearns.
 //! Tables use a 3 s expire so that expiry is observable quickly.
 
 mod common;
@@ -191,4 +192,69 @@ fn nodes_serve_without_the_aggregator_and_reconnect_when_it_returns() {
         "http_req_cnt",
         6,
     );
+}
+
+#[test]
+fn a_restarted_stickagg_never_pushes_a_partial_total() {
+    if require_haproxy(Version::V30).is_none() {
+        return;
+    }
+    // A 60 s expire: the nodes' totals outlive the restart.
+    let net = Net::new(183);
+    let agg = net.addr(2, PEERS_PORT);
+    let names: Vec<(String, SocketAddr)> = (1..=4)
+        .map(|i| (format!("enterprise{i}"), net.addr(10 + i, PEERS_PORT)))
+        .collect();
+    let mut sa = Stickagg::start(&static_agg_config("data", "from any to .agg", agg, &names));
+    let tables = TABLES.replace("expire 3s", "expire 60s");
+    let spec = NodeSpec {
+        tables: &tables,
+        ..spec()
+    };
+    let nodes: Vec<Node> = (1..=4)
+        .map(|i| start_node(Version::V30, net, i, agg, &spec))
+        .collect();
+    let c = net.ip(53);
+    let key = c.to_string();
+    for (i, n) in nodes.iter().enumerate() {
+        for _ in 0..=i {
+            http_get(n.http, c, "/").unwrap();
+        }
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_value(&refs, "mypeers/request_rates.agg", &key, "http_req_cnt", 10);
+    // Killed and restarted: it relearns the four nodes one after the other.
+    // Had it pushed the sum after each, a node would read 1, 3 or 6 for a
+    // moment; it holds the totals back until all four taught it.
+    sa.kill();
+    let stop = AtomicBool::new(false);
+    let seen = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                for n in &nodes {
+                    let v = value(n, "mypeers/request_rates.agg", &key, "http_req_cnt");
+                    if v != Some(10) {
+                        seen.push((n.name.clone(), v));
+                    }
+                }
+            }
+            seen
+        });
+        sa.restart();
+        wait_for(Duration::from_secs(5), "all four nodes taught it", || {
+            let out = sa.cmd("show aggrs");
+            (out.matches("sync_ok: 1").count() == 4)
+                .then_some(())
+                .ok_or(out)
+        });
+        // The totals went out again (a new request proves it below); give
+        // the watcher a moment after the last teach.
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert!(seen.is_empty(), "a node saw a partial total: {seen:?}");
+    http_get(nodes[0].http, c, "/").unwrap();
+    wait_value(&refs, "mypeers/request_rates.agg", &key, "http_req_cnt", 11);
 }

@@ -63,9 +63,9 @@
 //! FINISHED while some of the answering level's own sources have not taught
 //! it yet; the asking level then keeps what it had from it instead of
 //! dropping it as stale (`server.rs`, `pump` and `ResyncPartial`). And a
-//! section that has just started sends nothing to its `up` peers until its
-//! sources have taught it (`SectionState::holding_up`): together, a
-//! restarting intermediate does not dip the totals.
+//! section that has just started sends no sums until its sources have taught
+//! it (`SectionState::holding`): together, a restarting intermediate does not
+//! dip the totals.
 //!
 //! An up peer needs no declaration to receive our outputs: the configuration
 //! says it aggregates what we send. Load balancers are announced nothing

@@ -314,6 +314,20 @@ impl PeerState {
     }
 }
 
+/// Timers handled per [`Engine::tick`]. The keys of a rate table often share
+/// their period boundaries (a node's counters all turn over together), so a
+/// hundred thousand drift walks can fall due in the same millisecond: handled
+/// at once they would keep the hub from reading and sending for tens of
+/// milliseconds, and every change arriving meanwhile would wait. What is left
+/// stays due (`next_deadline` says so) and the hub comes back at once, after
+/// the changes that arrived.
+const TICK_BUDGET: usize = 512;
+
+/// Timers handled by each [`Engine::poll_updates`]: the hub polls every peer
+/// several times a round, and the round's timers are the hub's own `tick`.
+/// A few here keep a poll from sending a value whose expiry is just due.
+const POLL_TICK_BUDGET: usize = 64;
+
 pub struct Engine {
     cfg: EngineConfig,
     tables: Vec<Table>,
@@ -817,13 +831,12 @@ impl Engine {
 
     /// Expiries and rate republishing due at `now`.
     pub fn tick(&mut self, now: u64) {
-        // Timers handled per call: a million keys whose periods turn over
-        // together (a burst of new clients) would otherwise keep the caller
-        // busy for a second or more, with nothing read or sent meanwhile.
-        // What is left stays due: `next_deadline` says so, and the caller
-        // comes back at once.
-        const TICK_BUDGET: usize = 32 * 1024;
-        for _ in 0..TICK_BUDGET {
+        self.tick_some(now, TICK_BUDGET);
+    }
+
+    /// [`tick`](Self::tick), handling at most `budget` timers.
+    fn tick_some(&mut self, now: u64, budget: usize) {
+        for _ in 0..budget {
             let Some(&(at, t, slot)) = self.timers.first() else {
                 break;
             };

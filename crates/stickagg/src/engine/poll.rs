@@ -30,7 +30,7 @@ impl Engine {
     /// first). Each value is the key's aggregate as of its latest change,
     /// rates re-based to `now`.
     pub fn poll_updates(&mut self, peer: PeerId, max: usize, now: u64) -> Vec<OutUpdate> {
-        self.tick(now);
+        self.tick_some(now, super::POLL_TICK_BUDGET);
         let mut out = Vec::new();
         let Some(sends) = self.peers.get(&peer).map(|p| p.sends.clone()) else {
             return out;

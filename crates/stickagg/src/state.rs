@@ -7,7 +7,7 @@ use crate::net::{ConnHandle, ConnId};
 use crate::server::{engine_config, engine_limits};
 use peers::session::Session;
 use std::net::SocketAddr;
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 /// Per-peer counters, for `show aggrs` and `show peers`.
 #[derive(Debug, Default, Clone)]
@@ -245,8 +245,8 @@ impl SectionState {
                 && (p.conn.is_some() || p.connecting)
         };
         if !self.peers.iter().any(|p| awaited(&p)) {
-            debug!(
-                "section '{}': every source taught us in {} ms, the sums go out",
+            info!(
+                "section '{}': no source left to teach us after {} ms, the sums go out",
                 self.cfg.name,
                 now.saturating_sub(h.started)
             );

@@ -26,15 +26,28 @@ fn spec() -> NodeSpec<'static> {
 }
 
 fn cluster(net: Net, n: u8) -> (Stickagg, Vec<Node>) {
+    cluster_with(net, n, &spec())
+}
+
+fn cluster_with(net: Net, n: u8, spec: &NodeSpec) -> (Stickagg, Vec<Node>) {
     let agg = net.addr(2, PEERS_PORT);
     let names: Vec<(String, SocketAddr)> = (1..=n)
         .map(|i| (format!("enterprise{i}"), net.addr(10 + i, PEERS_PORT)))
         .collect();
     let sa = Stickagg::start(&static_agg_config("data", "from any to .agg", agg, &names));
     let nodes = (1..=n)
-        .map(|i| start_node(Version::V30, net, i, agg, &spec()))
+        .map(|i| start_node(Version::V30, net, i, agg, spec))
         .collect();
     (sa, nodes)
+}
+
+/// Waits until `n` sessions of stickagg's stats show `what` (a `show aggrs`
+/// fragment, e.g. `state: 0x7`).
+fn wait_peers(sa: &Stickagg, n: usize, what: &str, why: &str) {
+    wait_for(Duration::from_secs(5), why, || {
+        let out = sa.cmd("show aggrs");
+        (out.matches(what).count() == n).then_some(()).ok_or(out)
+    });
 }
 
 /// Sends requests from `client` to every node in turn until stopped;
@@ -176,12 +189,7 @@ fn nodes_serve_without_the_aggregator_and_reconnect_when_it_returns() {
     // The aggregator returns: sessions come back by themselves and the
     // totals include what happened while it was away.
     sa.restart();
-    wait_for(Duration::from_secs(5), "both nodes connected again", || {
-        let out = sa.cmd("show aggrs");
-        (out.matches("state: 0x7").count() == 2)
-            .then_some(())
-            .ok_or(out)
-    });
+    wait_peers(&sa, 2, "state: 0x7", "both nodes connected again");
     for n in &nodes {
         http_get(n.http, c, "/").unwrap();
     }
@@ -201,19 +209,12 @@ fn a_restarted_stickagg_never_pushes_a_partial_total() {
     }
     // A 60 s expire: the nodes' totals outlive the restart.
     let net = Net::new(183);
-    let agg = net.addr(2, PEERS_PORT);
-    let names: Vec<(String, SocketAddr)> = (1..=4)
-        .map(|i| (format!("enterprise{i}"), net.addr(10 + i, PEERS_PORT)))
-        .collect();
-    let mut sa = Stickagg::start(&static_agg_config("data", "from any to .agg", agg, &names));
     let tables = TABLES.replace("expire 3s", "expire 60s");
     let spec = NodeSpec {
         tables: &tables,
         ..spec()
     };
-    let nodes: Vec<Node> = (1..=4)
-        .map(|i| start_node(Version::V30, net, i, agg, &spec))
-        .collect();
+    let (mut sa, nodes) = cluster_with(net, 4, &spec);
     let c = net.ip(53);
     let key = c.to_string();
     for (i, n) in nodes.iter().enumerate() {
@@ -242,12 +243,7 @@ fn a_restarted_stickagg_never_pushes_a_partial_total() {
             seen
         });
         sa.restart();
-        wait_for(Duration::from_secs(5), "all four nodes taught it", || {
-            let out = sa.cmd("show aggrs");
-            (out.matches("sync_ok: 1").count() == 4)
-                .then_some(())
-                .ok_or(out)
-        });
+        wait_peers(&sa, 4, "sync_ok: 1", "all four nodes taught it");
         // The totals went out again (a new request proves it below); give
         // the watcher a moment after the last teach.
         std::thread::sleep(Duration::from_millis(300));

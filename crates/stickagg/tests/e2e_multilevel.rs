@@ -333,46 +333,83 @@ fn no_ascend_and_no_feedback(version: Version, net: Net) {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-both_versions!(intermediate_restart_keeps_the_totals, 68);
-fn intermediate_restart_keeps_the_totals(version: Version, net: Net) {
-    // An intermediate restarts: the top level keeps its share (the
-    // intermediate answers PARTIAL until its nodes taught it again), so the
-    // other intermediate's nodes never see the total dip.
-    let mut c = two_levels_cluster(version, net, ["", ""]);
-    let a = net.ip(57);
+/// A two-level cluster where client `.ip` made 1, 2, 3 and 4 requests on the
+/// four nodes: every node reads 10 in `AGG`. Returns the client and its key.
+fn two_levels_at_ten(version: Version, net: Net, ip: u8) -> (TwoLevels, IpAddr, String) {
+    let c = two_levels_cluster(version, net, ["", ""]);
+    let a = net.ip(ip);
     let k = a.to_string();
     for (i, n) in c.nodes.iter().enumerate() {
         get(n, a, i + 1);
     }
     wait_value(&refs(&c.nodes), AGG, &k, "http_req_cnt", 10);
-    let socks: Vec<_> = c.nodes[2..]
+    (c, a, k)
+}
+
+/// The `http_req_cnt` values of `key` in `AGG` other than `want` that
+/// `nodes` showed while `during` ran (polled continuously on their stats
+/// sockets).
+fn agg_values_other_than(
+    nodes: &[Node],
+    key: &str,
+    want: u64,
+    during: impl FnOnce(),
+) -> Vec<Option<u64>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let socks: Vec<_> = nodes
         .iter()
         .map(|n| n.haproxy.sock().to_path_buf())
         .collect();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let seen = std::thread::scope(|scope| {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
             let mut seen = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 for sock in &socks {
-                    let out = stats_cmd(sock, &format!("show table {AGG} key {k}")).unwrap();
+                    let out = stats_cmd(sock, &format!("show table {AGG} key {key}")).unwrap();
                     let v = testkit::parse_show_table(&out)
                         .first()
                         .and_then(|e| e.get_u64("http_req_cnt"));
-                    if v != Some(10) {
+                    if v != Some(want) {
                         seen.push(v);
                     }
                 }
             }
             seen
         });
+        during();
+        stop.store(true, Ordering::Relaxed);
+        watcher.join().unwrap()
+    })
+}
+
+both_versions!(intermediate_restart_keeps_the_totals, 68);
+fn intermediate_restart_keeps_the_totals(version: Version, net: Net) {
+    // An intermediate restarts: the top level keeps its share (the
+    // intermediate answers PARTIAL until its nodes taught it again), so the
+    // other intermediate's nodes never see the total dip.
+    let (mut c, a, k) = two_levels_at_ten(version, net, 57);
+    let seen = agg_values_other_than(&c.nodes[2..], &k, 10, || {
         c.inters[0].restart();
         wait_synced(&[&c.inters[0], &c.top]);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        watcher.join().unwrap()
     });
     assert!(seen.is_empty(), "totals moved during the restart: {seen:?}");
     get(&c.nodes[0], a, 1);
+    wait_value(&refs(&c.nodes), AGG, &k, "http_req_cnt", 11);
+}
+
+both_versions!(top_restart_keeps_the_totals, 70);
+fn top_restart_keeps_the_totals(version: Version, net: Net) {
+    // The top level restarts: it sends nothing down until both intermediates
+    // taught it again (they keep the forwarded totals meanwhile: its answer
+    // to their resync request is PARTIAL), so no node sees the total move.
+    let (mut c, a, k) = two_levels_at_ten(version, net, 59);
+    let seen = agg_values_other_than(&c.nodes, &k, 10, || {
+        c.top.restart(); // SIGKILL, then the same command
+        wait_synced(&[&c.top, &c.inters[0], &c.inters[1]]);
+    });
+    assert!(seen.is_empty(), "totals moved during the restart: {seen:?}");
+    get(&c.nodes[3], a, 1);
     wait_value(&refs(&c.nodes), AGG, &k, "http_req_cnt", 11);
 }
 

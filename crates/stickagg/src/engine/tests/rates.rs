@@ -270,11 +270,24 @@ proptest! {
             1..8),
         period in prop_oneof![1u32..30, 1_000u32..60_000],
         instants in proptest::collection::vec(0u64..300_000, 1..40),
+        many in any::<bool>(),
     ) {
         let mut sources: Vec<(u64, FreqCtr)> = parts
             .into_iter()
             .map(|(at, elapsed, curr, prev)| (at, FreqCtr { elapsed, curr, prev }))
             .collect();
+        if many {
+            // Forty sources, as behind a key of a large cluster: copies with
+            // other arrivals and phases, so that their boundaries interleave.
+            let n = sources.len();
+            sources = (0..40)
+                .map(|i| {
+                    let (at, mut c) = sources[i % n];
+                    c.elapsed = c.elapsed.wrapping_add(997 * i as u32);
+                    (at + 13 * i as u64, c)
+                })
+                .collect();
+        }
         sources.sort_by_key(|s| s.0);
         let pushes = walk_rate(&sources, period);
         let exact = |t: u64| {

@@ -199,3 +199,38 @@ fn first_crossing(drift: i128, rate: i128, threshold: i128) -> Option<i128> {
     let r = rate.abs();
     Some(((room + r - 1) / r).max(1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The walk in two steps (to the first boundary at publication, then
+        /// all the way from there, as `Table::wake` does) finds the instant
+        /// the whole walk finds at publication, with up to 60 sources.
+        #[test]
+        fn the_first_boundary_then_the_rest_is_the_whole_walk(
+            parts in proptest::collection::vec(
+                (0i64..20_000, 0u32..40_000, 0u32..300, 0u32..300), 1..60),
+            period in 1_000u32..20_000,
+        ) {
+            let sources: Vec<(FreqCtr, i64)> = parts
+                .iter()
+                .map(|&(since, elapsed, curr, prev)| (FreqCtr { elapsed, curr, prev }, since))
+                .collect();
+            let all = republish_in(&sources, 0, period, Reach::All);
+            match republish_in(&sources, 0, period, Reach::FirstBoundary) {
+                // Nothing to plan, either way.
+                None => prop_assert_eq!(all, None),
+                // Due before (or at) the first boundary: the same instant.
+                Some(b) if all.is_some_and(|a| a <= b) => prop_assert_eq!(all, Some(b)),
+                // A look at the first boundary, and the rest from there.
+                Some(b) => {
+                    let rest = republish_in(&sources, b as i64, period, Reach::All);
+                    prop_assert_eq!(rest.map(|r| r + b), all);
+                }
+            }
+        }
+    }
+}

@@ -187,6 +187,16 @@ impl Hub {
                 .get_or_create(&labels(&[("reason", reason)]))
                 .inc_by(n);
         }
+        let republished = counter(
+            &mut reg,
+            "stickagg_rate_republishes",
+            "Totals sent again, unchanged, because a rate read on the nodes would part from the sum",
+        );
+        let expired = counter(
+            &mut reg,
+            "stickagg_contributions_expired",
+            "Contributions of a peer to a key that lapsed with their lifetime",
+        );
         let ups = gauge(
             &mut reg,
             "stickagg_updates_per_second",
@@ -249,6 +259,13 @@ impl Hub {
             }
             ups.get_or_create(&labels(&[("section", sec)]))
                 .set(s.updates_per_sec as i64);
+            let c = s.engine.counters();
+            republished
+                .get_or_create(&labels(&[("section", sec)]))
+                .inc_by(c.republished);
+            expired
+                .get_or_create(&labels(&[("section", sec)]))
+                .inc_by(c.expired);
             for t in s.engine.tables() {
                 let l = labels(&[("section", sec), ("table", &t.output)]);
                 entries.get_or_create(&l).set(t.entries as i64);

@@ -242,6 +242,10 @@ fn commands_and_metrics(version: Version, net: Net) {
     assert!(text.contains(
         "stickagg_protocol_errors_total{section=\"data\",peer=\"enterprise1\",kind=\"decode\"} 0"
     ));
+    for m in ["rate_republishes", "contributions_expired"] {
+        let name = format!("stickagg_{m}_total{{section=\"data\"}}");
+        assert!(sample(&text, &name).is_some(), "{name} in {text}");
+    }
     for m in ["received", "sent"] {
         let name = format!(
             "stickagg_table_updates_{m}_total{{section=\"data\",table=\"/request_rates.agg\"}}"

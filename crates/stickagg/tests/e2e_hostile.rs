@@ -119,8 +119,8 @@ impl Cluster {
         })
     }
 
-    fn handshake(&self, name: &str) -> Raw {
-        let mut r = Raw::connect(self.agg);
+    fn handshake(&self, name: &str) -> RawPeer {
+        let mut r = RawPeer::connect(self.agg);
         r.send(&peers::hello::encode_hello("gpe", name, 4242));
         let line = r.status_line();
         assert_eq!(line, "200", "hello as {name}");
@@ -131,13 +131,6 @@ impl Cluster {
 // ---------------------------------------------------------------------------
 // A raw peers client.
 
-struct Raw {
-    s: TcpStream,
-    /// Bytes received and not consumed.
-    rx: Vec<u8>,
-    closed: bool,
-}
-
 /// One received message, owned.
 #[derive(Debug, Clone, PartialEq)]
 enum Msg {
@@ -147,59 +140,7 @@ enum Msg {
     Other,
 }
 
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        Raw {
-            s,
-            rx: Vec::new(),
-            closed: false,
-        }
-    }
-
-    /// Writes everything; a write to a connection stickagg closed is fine.
-    fn send(&mut self, b: &[u8]) {
-        let _ = self.s.write_all(b);
-    }
-
-    /// Reads what is there (at most one read of 64 KiB).
-    fn poll(&mut self) {
-        if self.closed {
-            return;
-        }
-        let mut buf = [0u8; 65536];
-        match self.s.read(&mut buf) {
-            Ok(0) => self.closed = true,
-            Ok(n) => self.rx.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => self.closed = true,
-        }
-    }
-
-    /// The status line (without `\n`), or "" for a close without one.
-    fn status_line(&mut self) -> String {
-        wait_for(BOUND, "a status line or a close", || {
-            self.poll();
-            if let Some(nl) = self.rx.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.rx.drain(..=nl).collect();
-                return Some(String::from_utf8_lossy(&line[..nl]).into_owned());
-            }
-            self.closed.then(String::new)
-        })
-    }
-
-    /// Waits (bounded) for the close; returns every message received
-    /// before it.
-    fn wait_closed(&mut self) -> Vec<Msg> {
-        wait_for(BOUND, "stickagg to close the connection", || {
-            self.poll();
-            self.closed.then_some(())
-        });
-        self.messages()
-    }
-
+impl RawPeer {
     /// Decodes and consumes the complete messages received so far.
     fn messages(&mut self) -> Vec<Msg> {
         let mut out = Vec::new();
@@ -220,7 +161,8 @@ impl Raw {
     /// (b) for a protocol error: `01 <code>` is the last message, then the
     /// connection closes.
     fn expect_error_close(&mut self, code: peers::message::PeerError) {
-        let msgs = self.wait_closed();
+        self.wait_closed();
+        let msgs = self.messages();
         assert_eq!(
             msgs.last(),
             Some(&Msg::Error(code)),
@@ -305,7 +247,7 @@ fn probe_def() -> TableDef {
 }
 
 /// Sends a valid DEFINE + UPDATE of `/probe` and waits for the ACK.
-fn still_alive(r: &mut Raw, update_id: u32) {
+fn still_alive(r: &mut RawPeer, update_id: u32) {
     let def = probe_def();
     r.send(&define(&def));
     r.send(&upd(&def, update_id, &[10, 9, 9, 9], &[Value::U32(1)]));
@@ -410,14 +352,14 @@ mod cases {
 
         // A hello that never ends: > 512 bytes without a newline → closed
         // without a status.
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(&[b'A'; 600]);
         assert_eq!(r.status_line(), "", "no status for an endless hello");
         c.wait_log(&["hello line too long: closed"]);
         c.aggregating();
 
         // Wrong version → 502.
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(b"HAProxyS 3.0\ngpe\nfake1 1 1\n");
         assert_eq!(r.status_line(), "502");
         r.wait_closed();
@@ -425,7 +367,7 @@ mod cases {
         c.aggregating();
 
         // Not our name → 503.
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(&peers::hello::encode_hello("nobody", "fake1", 1));
         assert_eq!(r.status_line(), "503");
         r.wait_closed();
@@ -433,7 +375,7 @@ mod cases {
         c.aggregating();
 
         // Unknown peer → 504.
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(&peers::hello::encode_hello("gpe", "intruder", 1));
         assert_eq!(r.status_line(), "504");
         r.wait_closed();
@@ -441,14 +383,14 @@ mod cases {
         c.aggregating();
 
         // Our own name as the caller → 504 (never taken for a node).
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(&peers::hello::encode_hello("gpe", "gpe", 1));
         assert_eq!(r.status_line(), "504");
         r.wait_closed();
         c.wait_log(&["unknown peer 'gpe'", "(504)"]);
 
         // Terminal escapes in a name are not written raw to the log.
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(&peers::hello::encode_hello("gpe", "evil\x1b[2J", 1));
         assert_eq!(r.status_line(), "504");
         r.wait_closed();
@@ -456,14 +398,14 @@ mod cases {
         assert!(!c.sa.log().contains('\x1b'), "raw ESC in the log");
 
         // No space on line 3 → 501.
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(b"HAProxyS 2.1\ngpe\nfake1\n");
         assert_eq!(r.status_line(), "501");
         r.wait_closed();
         c.wait_log(&["refused with status 501"]);
 
         // CRLF line endings are accepted.
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(b"HAProxyS 2.1\r\ngpe\r\nfake1 4242 1\r\n");
         assert_eq!(r.status_line(), "200");
         c.wait_log(&["session with peer 'fake1' of 'data' established"]);
@@ -484,7 +426,7 @@ mod cases {
             let len = rng.gen_range(200..2000);
             let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
             let nl = bytes.iter().position(|&b| b == b'\n');
-            let mut r = Raw::connect(c.agg);
+            let mut r = RawPeer::connect(c.agg);
             r.send(&bytes);
             let line = r.status_line();
             match nl {
@@ -666,7 +608,8 @@ mod cases {
             // Updates need a current table to be decoded at all.
             r.send(&define(&def));
             r.send(&bytes);
-            let msgs = r.wait_closed();
+            r.wait_closed();
+            let msgs = r.messages();
             assert_eq!(
                 msgs.last(),
                 Some(&Msg::Error(Protocol)),
@@ -754,7 +697,8 @@ mod cases {
             let mut r = c.handshake("fake5");
             r.send(&define(&sess));
             r.send(&sess_update(1, &dict));
-            let msgs = r.wait_closed();
+            r.wait_closed();
+            let msgs = r.messages();
             assert_eq!(
                 msgs.last(),
                 Some(&Msg::Error(Protocol)),
@@ -811,7 +755,7 @@ mod cases {
         c.aggregating();
 
         // 200 silent connections: counted, then closed by the hello timeout.
-        let mut idle: Vec<Raw> = (0..200).map(|_| Raw::connect(agg)).collect();
+        let mut idle: Vec<RawPeer> = (0..200).map(|_| RawPeer::connect(agg)).collect();
         wait_for(BOUND, "stickagg to hold the idle connections", || {
             let n = fd_count(pid);
             (n >= base + 200).then_some(()).ok_or(n)
@@ -964,11 +908,11 @@ mod cases {
     /// connections are closed at once (no status), with a log line.
     pub fn maxconn(version: Version, net: Net) {
         let c = cluster(version, net, "    maxconn 6\n");
-        let mut fakes: Vec<Raw> = (1..=4).map(|i| c.handshake(&format!("fake{i}"))).collect();
+        let mut fakes: Vec<RawPeer> = (1..=4).map(|i| c.handshake(&format!("fake{i}"))).collect();
         for f in &mut fakes {
             f.send(&[0, 4]);
         }
-        let mut r = Raw::connect(c.agg);
+        let mut r = RawPeer::connect(c.agg);
         r.send(&peers::hello::encode_hello("gpe", "fake5", 1));
         assert_eq!(
             r.status_line(),
@@ -984,7 +928,7 @@ mod cases {
         // One fake leaves: a new peer fits again.
         drop(fakes.pop());
         wait_for(BOUND, "a hello accepted again", || {
-            let mut r = Raw::connect(c.agg);
+            let mut r = RawPeer::connect(c.agg);
             r.send(&peers::hello::encode_hello("gpe", "fake5", 1));
             (r.status_line() == "200").then_some(r)
         });
@@ -1068,7 +1012,7 @@ mod cases {
             .map(|t| {
                 std::thread::spawn(move || {
                     for i in 0..2500 {
-                        let mut r = Raw::connect(agg);
+                        let mut r = RawPeer::connect(agg);
                         r.send(&peers::hello::encode_hello(
                             "gpe",
                             &format!("dyn{t}_{i}"),
@@ -1084,7 +1028,7 @@ mod cases {
         for t in threads {
             t.join().unwrap();
         }
-        let mut r = Raw::connect(agg);
+        let mut r = RawPeer::connect(agg);
         r.send(&peers::hello::encode_hello("gpe", "one_too_many", 1));
         assert_eq!(r.status_line(), "504");
         c.wait_log(&[

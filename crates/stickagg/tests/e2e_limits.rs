@@ -6,11 +6,10 @@
 mod common;
 
 use common::*;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
-use testkit::{http_get, require_haproxy, wait_for, Haproxy, HaproxyOpts, Net, Version};
+use testkit::{http_get, require_haproxy, wait_for, Net, Version};
 
 /// Generous bound for anything to happen (a failure detector, not a timing
 /// assertion).
@@ -36,23 +35,20 @@ fn spec() -> NodeSpec<'static> {
 /// but ignores it. Without it the kernel picks 127.0.0.1 on loopback).
 /// So the tests that need it run against 3.0 only.
 fn node_from(version: Version, net: Net, i: u8, agg: SocketAddr, source: Option<IpAddr>) -> Node {
-    let name = format!("enterprise{i}");
-    let host = 10 + i;
-    let mut cfg = node_config(net, host, &name, agg, &spec());
-    if let Some(ip) = source {
-        cfg = cfg.replace(
-            &format!("server gpe {agg}\n"),
-            &format!("server gpe {agg} source {ip}\n"),
-        );
-        assert!(cfg.contains("source"), "{cfg}");
-    }
-    let haproxy = Haproxy::start(version, &HaproxyOpts::new(name.clone(), cfg));
-    Node {
-        name,
-        http: net.addr(host, HTTP_PORT),
-        peers: net.addr(host, PEERS_PORT),
-        haproxy,
-    }
+    start_node_with(version, net, i, |host, name| {
+        let cfg = node_config(net, host, name, agg, &spec());
+        match source {
+            Some(ip) => {
+                let cfg = cfg.replace(
+                    &format!("server gpe {agg}\n"),
+                    &format!("server gpe {agg} source {ip}\n"),
+                );
+                assert!(cfg.contains("source"), "{cfg}");
+                cfg
+            }
+            None => cfg,
+        }
+    })
 }
 
 fn metrics_text(addr: SocketAddr) -> String {
@@ -90,78 +86,6 @@ fn wait_log(sa: &Stickagg, fragments: &[&str]) -> String {
             .find(|l| fragments.iter().all(|f| l.contains(f)))
             .map(str::to_string)
     })
-}
-
-/// A raw TCP client of the peers port, from a chosen source address.
-struct Raw {
-    s: TcpStream,
-    rx: Vec<u8>,
-    closed: bool,
-}
-
-impl Raw {
-    fn connect_from(target: SocketAddr, source: IpAddr) -> Raw {
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-        sock.set_reuse_address(true).unwrap();
-        sock.bind(&SockAddr::from(SocketAddr::new(source, 0)))
-            .unwrap();
-        sock.connect_timeout(&SockAddr::from(target), Duration::from_secs(5))
-            .unwrap();
-        let s = TcpStream::from(sock);
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        Raw {
-            s,
-            rx: Vec::new(),
-            closed: false,
-        }
-    }
-
-    fn send(&mut self, b: &[u8]) {
-        let _ = self.s.write_all(b);
-    }
-
-    fn poll(&mut self) {
-        if self.closed {
-            return;
-        }
-        let mut buf = [0u8; 4096];
-        match self.s.read(&mut buf) {
-            Ok(0) => self.closed = true,
-            Ok(n) => self.rx.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            Err(_) => self.closed = true,
-        }
-    }
-
-    /// The status line (without `\n`), or "" for a close without one.
-    fn status_line(&mut self) -> String {
-        wait_for(BOUND, "a status line or a close", || {
-            self.poll();
-            if let Some(nl) = self.rx.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.rx.drain(..=nl).collect();
-                return Some(String::from_utf8_lossy(&line[..nl]).into_owned());
-            }
-            self.closed.then(String::new)
-        })
-    }
-
-    fn wait_closed(&mut self) {
-        wait_for(BOUND, "stickagg to close the connection", || {
-            self.poll();
-            self.closed.then_some(())
-        });
-    }
-
-    /// Sends a hello calling the aggregator `gpe` as `name`; returns the
-    /// status line.
-    fn hello(&mut self, name: &str) -> String {
-        self.send(&peers::hello::encode_hello("gpe", name, 4242));
-        self.status_line()
-    }
 }
 
 fn table_line(sa: &Stickagg) -> String {
@@ -351,7 +275,7 @@ fn strict_peers(version: Version, net: Net) {
         )
     });
     assert!(before >= 1.0);
-    let mut r = Raw::connect_from(agg, net.ip(99));
+    let mut r = RawPeer::connect_from(agg, net.ip(99));
     assert_eq!(r.hello("fake1"), "504");
     r.wait_closed();
     wait_for(BOUND, "one more address refusal", || {
@@ -364,11 +288,11 @@ fn strict_peers(version: Version, net: Net) {
             .ok_or(format!("{v:?}"))
     });
     // … and from its own address: 200.
-    let mut r = Raw::connect_from(agg, net.ip(201));
+    let mut r = RawPeer::connect_from(agg, net.ip(201));
     assert_eq!(r.hello("fake1"), "200");
     wait_log(&sa, &["session with peer 'fake1' of 'data' established"]);
     // Unknown names are still 504 for their own reason.
-    let mut r = Raw::connect_from(agg, net.ip(201));
+    let mut r = RawPeer::connect_from(agg, net.ip(201));
     assert_eq!(r.hello("nobody"), "504");
     wait_log(&sa, &["unknown peer 'nobody'", "(504)"]);
     // The node keeps aggregating.
@@ -412,7 +336,7 @@ fn dynamic_peers_from(version: Version, net: Net) {
     wait_value(&[&node], AGG_TABLE, &client.to_string(), "http_req_cnt", 2);
 
     // Outside the block: 504, whatever the name.
-    let mut r = Raw::connect_from(agg, net.ip(20));
+    let mut r = RawPeer::connect_from(agg, net.ip(20));
     assert_eq!(r.hello("intruder"), "504");
     r.wait_closed();
     wait_log(
@@ -423,7 +347,7 @@ fn dynamic_peers_from(version: Version, net: Net) {
         ],
     );
     // Inside: accepted.
-    let mut r = Raw::connect_from(agg, net.ip(127));
+    let mut r = RawPeer::connect_from(agg, net.ip(127));
     assert_eq!(r.hello("visitor"), "200");
     wait_log(&sa, &["dynamic peer 'visitor' joined section 'data'"]);
     http_get(node.http, client, "/").unwrap();
@@ -461,11 +385,11 @@ fn connection_refusals_are_counted_by_reason() {
     }
 
     // maxconn 3: three silent connections, the fourth is closed at once.
-    let mut idle: Vec<Raw> = (60..63)
-        .map(|h| Raw::connect_from(agg, net.ip(h)))
+    let mut idle: Vec<RawPeer> = (60..63)
+        .map(|h| RawPeer::connect_from(agg, net.ip(h)))
         .collect();
     // (Accepted in order: the hub holds the three when it sees the fourth.)
-    let mut r = Raw::connect_from(agg, net.ip(63));
+    let mut r = RawPeer::connect_from(agg, net.ip(63));
     r.send(&peers::hello::encode_hello("gpe", "lb1", 1));
     assert_eq!(r.status_line(), "", "closed without a status");
     wait_metric(metrics, &reason("maxconn"), 1.0);
@@ -478,19 +402,19 @@ fn connection_refusals_are_counted_by_reason() {
     wait_log(&sa, &["handshake not completed in time: closed"]);
 
     // A hello line over 512 bytes: closed without a status.
-    let mut r = Raw::connect_from(agg, net.ip(64));
+    let mut r = RawPeer::connect_from(agg, net.ip(64));
     r.send(&[b'A'; 600]);
     assert_eq!(r.status_line(), "");
     wait_metric(metrics, &reason("hello_too_long"), 1.0);
 
     // An unknown peer: 504, `hello_refused`.
-    let mut r = Raw::connect_from(agg, net.ip(65));
+    let mut r = RawPeer::connect_from(agg, net.ip(65));
     assert_eq!(r.hello("nobody"), "504");
     r.wait_closed();
     wait_metric(metrics, &reason("hello_refused"), 1.0);
 
     // lb1 from another address than its line's: `peer_address` only.
-    let mut r = Raw::connect_from(agg, net.ip(66));
+    let mut r = RawPeer::connect_from(agg, net.ip(66));
     assert_eq!(r.hello("lb1"), "504");
     r.wait_closed();
     wait_metric(metrics, &reason("peer_address"), 1.0);
@@ -507,6 +431,6 @@ fn connection_refusals_are_counted_by_reason() {
     assert_eq!(sample(&text, &reason("maxconn")), Some(1.0), "{text}");
     assert_eq!(sample(&text, &reason("dynamic_limit")), Some(0.0), "{text}");
     // From its own address, lb1 is accepted.
-    let mut r = Raw::connect_from(agg, net.ip(11));
+    let mut r = RawPeer::connect_from(agg, net.ip(11));
     assert_eq!(r.hello("lb1"), "200");
 }

@@ -120,16 +120,9 @@ fn start_tls_node(
     pki: &Pki,
     pem: &Path,
 ) -> Node {
-    let name = format!("enterprise{i}");
-    let host = 10 + i;
-    let cfg = node_tls_config(net, host, &name, agg, pem, &pki.ca_file());
-    let haproxy = Haproxy::start(version, &HaproxyOpts::new(name.clone(), cfg));
-    Node {
-        name,
-        http: net.addr(host, HTTP_PORT),
-        peers: net.addr(host, PEERS_PORT),
-        haproxy,
-    }
+    start_node_with(version, net, i, |host, name| {
+        node_tls_config(net, host, name, agg, pem, &pki.ca_file())
+    })
 }
 
 /// stickagg listening with TLS (client certificates required) and calling

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -197,15 +198,116 @@ fn indent(s: &str) -> String {
 
 /// Starts node `enterprise<i>` on host `10 + i` of `net`.
 pub fn start_node(version: Version, net: Net, i: u8, agg: SocketAddr, spec: &NodeSpec) -> Node {
+    start_node_with(version, net, i, |host, name| {
+        node_config(net, host, name, agg, spec)
+    })
+}
+
+/// Starts node `enterprise<i>` on host `10 + i` of `net` with the
+/// configuration `config(host, name)` returns.
+pub fn start_node_with(
+    version: Version,
+    net: Net,
+    i: u8,
+    config: impl FnOnce(u8, &str) -> String,
+) -> Node {
     let name = format!("enterprise{i}");
     let host = 10 + i;
-    let cfg = node_config(net, host, &name, agg, spec);
+    let cfg = config(host, &name);
     let haproxy = Haproxy::start(version, &HaproxyOpts::new(name.clone(), cfg));
     Node {
         name,
         http: net.addr(host, HTTP_PORT),
         peers: net.addr(host, PEERS_PORT),
         haproxy,
+    }
+}
+
+/// How long a [`RawPeer`] waits for what it expects.
+const RAW_BOUND: Duration = Duration::from_secs(20);
+
+/// A raw TCP client of stickagg's peers port, for what no HAProxy would send.
+pub struct RawPeer {
+    pub s: TcpStream,
+    /// Bytes received and not consumed.
+    pub rx: Vec<u8>,
+    pub closed: bool,
+}
+
+impl RawPeer {
+    pub fn connect(addr: SocketAddr) -> RawPeer {
+        RawPeer::new(TcpStream::connect(addr).unwrap())
+    }
+
+    /// Connects from a chosen source address (for the address checks).
+    pub fn connect_from(target: SocketAddr, source: IpAddr) -> RawPeer {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&SockAddr::from(SocketAddr::new(source, 0)))
+            .unwrap();
+        sock.connect_timeout(&SockAddr::from(target), Duration::from_secs(5))
+            .unwrap();
+        RawPeer::new(TcpStream::from(sock))
+    }
+
+    fn new(s: TcpStream) -> RawPeer {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        RawPeer {
+            s,
+            rx: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Writes everything; a write to a connection stickagg closed is fine.
+    pub fn send(&mut self, b: &[u8]) {
+        let _ = self.s.write_all(b);
+    }
+
+    /// Reads what is there (at most one read of 64 KiB).
+    pub fn poll(&mut self) {
+        if self.closed {
+            return;
+        }
+        let mut buf = [0u8; 65536];
+        match self.s.read(&mut buf) {
+            Ok(0) => self.closed = true,
+            Ok(n) => self.rx.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => self.closed = true,
+        }
+    }
+
+    /// The status line (without `\n`), or "" for a close without one.
+    pub fn status_line(&mut self) -> String {
+        wait_for(RAW_BOUND, "a status line or a close", || {
+            self.poll();
+            if let Some(nl) = self.rx.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.rx.drain(..=nl).collect();
+                return Some(String::from_utf8_lossy(&line[..nl]).into_owned());
+            }
+            self.closed.then(String::new)
+        })
+    }
+
+    /// Waits (bounded) until stickagg closes the connection.
+    pub fn wait_closed(&mut self) {
+        wait_for(RAW_BOUND, "stickagg to close the connection", || {
+            self.poll();
+            self.closed.then_some(())
+        });
+    }
+
+    /// Sends a hello calling the aggregator `gpe` as `name`; returns the
+    /// status line.
+    pub fn hello(&mut self, name: &str) -> String {
+        self.send(&peers::hello::encode_hello("gpe", name, 4242));
+        self.status_line()
     }
 }
 

@@ -141,6 +141,34 @@ impl Parser<'_> {
 
     /// Records a single-valued global directive; false (and an error) if it
     /// was already given.
+    /// The count of a global limit (`<keyword> <n>`, n > 0) seen for the
+    /// first time; `None` after reporting what is wrong with the line.
+    fn global_count(
+        &mut self,
+        n: usize,
+        keyword: &'static str,
+        args: &[&str],
+        what: &str,
+    ) -> Option<usize> {
+        let [v] = args else {
+            self.err(
+                n,
+                format!("'{keyword}' takes one number, expected '{keyword} <n>'"),
+            );
+            return None;
+        };
+        match v.parse::<usize>() {
+            Ok(m) if m > 0 => self.once(n, keyword).then_some(m),
+            _ => {
+                self.err(
+                    n,
+                    format!("'{v}' is not {what}, expected '{keyword} <n>' with n > 0"),
+                );
+                None
+            }
+        }
+    }
+
     fn once(&mut self, n: usize, keyword: &'static str) -> bool {
         if let Some(first) = self.seen_line(keyword) {
             self.err(
@@ -291,61 +319,21 @@ impl Parser<'_> {
                     Err(what) => self.err(n, format!("{what}, expected 'metrics {EXPECT_ADDR}'")),
                 }
             }
-            "maxconn" => match args {
-                [v] => match v.parse::<usize>() {
-                    Ok(m) if m > 0 => {
-                        if self.once(n, "maxconn") {
-                            self.global.maxconn = Some(m);
-                        }
-                    }
-                    _ => self.err(
-                        n,
-                        format!(
-                            "'{v}' is not a connection count, expected 'maxconn <n>' with n > 0"
-                        ),
-                    ),
-                },
-                _ => self.err(
-                    n,
-                    "'maxconn' takes one number, expected 'maxconn <n>'".into(),
-                ),
-            },
-            "max-entries" => match args {
-                [v] => match v.parse::<usize>() {
-                    Ok(m) if m > 0 => {
-                        if self.once(n, "max-entries") {
-                            self.global.max_entries = Some(m);
-                        }
-                    }
-                    _ => self.err(
-                        n,
-                        format!(
-                            "'{v}' is not an entry count, expected 'max-entries <n>' with n > 0"
-                        ),
-                    ),
-                },
-                _ => self.err(
-                    n,
-                    "'max-entries' takes one number, expected 'max-entries <n>'".into(),
-                ),
-            },
-            "max-tables" => match args {
-                [v] => match v.parse::<usize>() {
-                    Ok(m) if m > 0 => {
-                        if self.once(n, "max-tables") {
-                            self.global.max_tables = Some(m);
-                        }
-                    }
-                    _ => self.err(
-                        n,
-                        format!("'{v}' is not a table count, expected 'max-tables <n>' with n > 0"),
-                    ),
-                },
-                _ => self.err(
-                    n,
-                    "'max-tables' takes one number, expected 'max-tables <n>'".into(),
-                ),
-            },
+            "maxconn" => {
+                if let Some(m) = self.global_count(n, "maxconn", args, "a connection count") {
+                    self.global.maxconn = Some(m);
+                }
+            }
+            "max-entries" => {
+                if let Some(m) = self.global_count(n, "max-entries", args, "an entry count") {
+                    self.global.max_entries = Some(m);
+                }
+            }
+            "max-tables" => {
+                if let Some(m) = self.global_count(n, "max-tables", args, "a table count") {
+                    self.global.max_tables = Some(m);
+                }
+            }
             "strict-peers" => {
                 if let Some(extra) = args.first() {
                     return self.err(

@@ -306,8 +306,6 @@ impl Hub {
         }
     }
 
-    /// (Re)declares, on every established session of a section, the output
-    /// tables its peer should receive. Cheap and idempotent.
     /// [`declare_outputs`](Self::declare_outputs) when the engine says some
     /// peer's outputs may have changed since the last time: a DEFINE arrives
     /// before every batch of a node's updates, and most change nothing.
@@ -317,6 +315,8 @@ impl Hub {
         }
     }
 
+    /// (Re)declares, on every established session of a section, the output
+    /// tables its peer should receive. Cheap and idempotent.
     fn declare_outputs(&mut self, s: usize) {
         let gen = self.sections[s].engine.outputs_generation();
         self.sections[s].declared_gen = gen;

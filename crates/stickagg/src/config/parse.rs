@@ -139,8 +139,6 @@ impl Parser<'_> {
             .map(|(_, l)| *l)
     }
 
-    /// Records a single-valued global directive; false (and an error) if it
-    /// was already given.
     /// The count of a global limit (`<keyword> <n>`, n > 0) seen for the
     /// first time; `None` after reporting what is wrong with the line.
     fn global_count(
@@ -169,6 +167,8 @@ impl Parser<'_> {
         }
     }
 
+    /// Records a single-valued global directive; false (and an error) if it
+    /// was already given.
     fn once(&mut self, n: usize, keyword: &'static str) -> bool {
         if let Some(first) = self.seen_line(keyword) {
             self.err(

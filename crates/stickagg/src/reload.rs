@@ -236,6 +236,7 @@ impl Hub {
         }
         let s = &mut self.sections[si];
         s.removed = true;
+        s.end_hold();
         // Free the aggregated state now; the tombstone keeps only the index.
         s.engine = crate::engine::Engine::new(engine_config(&s.cfg));
     }

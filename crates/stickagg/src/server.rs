@@ -340,6 +340,12 @@ impl Hub {
             if !s.removed {
                 s.report_drops(now);
             }
+            // A hold past its deadline ends here even when the section has
+            // no session to pump (its deadline would wake the hub at once,
+            // again and again).
+            if s.hold_deadline().is_some_and(|t| t <= now) {
+                s.holding(now);
+            }
         }
         let due: Vec<ConnId> = self
             .conns
@@ -626,6 +632,10 @@ impl Hub {
         let first = ids.partition_point(|&id| id < self.pump_from);
         ids.rotate_left(first);
         let mut budget = PUMP_BUDGET_ALL;
+        // Whether a section holds its sums back: asked once a round (an
+        // O(peers) scan while the hold lasts), of the sections with a
+        // session only.
+        let mut held: Vec<Option<bool>> = vec![None; self.sections.len()];
         for id in ids {
             if budget == 0 {
                 // Next round starts with this one.
@@ -633,7 +643,14 @@ impl Hub {
                 self.pump_more = true;
                 return;
             }
-            budget = budget.saturating_sub(self.pump(id, now));
+            let section = self
+                .conns
+                .get(&id)
+                .filter(|c| c.session.is_established())
+                .and_then(|c| c.peer)
+                .map(|(s, _)| s);
+            let h = section.map(|s| *held[s].get_or_insert_with(|| self.sections[s].holding(now)));
+            budget = budget.saturating_sub(self.pump_held(id, now, h));
         }
         self.pump_from = 0;
     }
@@ -642,6 +659,12 @@ impl Hub {
     /// (at most [`PUMP_BUDGET`] per call), then FINISHED if it asked for a
     /// resync and everything has gone out. Returns how many it sent.
     pub(crate) fn pump(&mut self, id: ConnId, now: u64) -> usize {
+        self.pump_held(id, now, None)
+    }
+
+    /// [`pump`](Self::pump), with whether the peer's section holds its sums
+    /// back if already known this round.
+    fn pump_held(&mut self, id: ConnId, now: u64, held: Option<bool>) -> usize {
         let Some(c) = self.conns.get_mut(&id) else {
             return 0;
         };
@@ -652,7 +675,7 @@ impl Hub {
         let sec = &mut self.sections[s];
         // A section that has just started sends no sums until its own
         // sources have taught it (`SectionState::holding`).
-        let held = sec.holding(now);
+        let held = held.unwrap_or_else(|| sec.holding(now));
         let (engine, peer) = (&mut sec.engine, &sec.peers[p]);
         // Definitions announced to other levels (DEFINE without entries;
         // see the engine's "How definitions reach the other levels"):
@@ -705,13 +728,7 @@ impl Hub {
             // what we sent before a restart instead of dropping it while we
             // relearn (see ResyncPartial in `on_session_event`).
             let level = matches!(peer.role, config::Role::Up | config::Role::Down);
-            let partial = level
-                && sec.peers.iter().any(|q| {
-                    matches!(q.role, config::Role::Node | config::Role::Down)
-                        && !q.removed
-                        && !q.learned
-                        && (q.conn.is_some() || q.connecting)
-                });
+            let partial = level && sec.peers.iter().any(Peer::awaited_source);
             c.session.send_resync_end(partial, now);
         }
         self.flush(id);

@@ -127,6 +127,17 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A source (load balancer or lower level) that has not taught us on
+    /// its session yet, with a session or a connection attempt under way:
+    /// what a new section's hold waits for, and why another level gets
+    /// PARTIAL rather than FINISHED from us.
+    pub fn awaited_source(&self) -> bool {
+        matches!(self.role, config::Role::Node | config::Role::Down)
+            && !self.removed
+            && !self.learned
+            && (self.conn.is_some() || self.connecting)
+    }
+
     pub fn new(
         name: String,
         role: config::Role,
@@ -238,13 +249,7 @@ impl SectionState {
         let Some(h) = &self.hold else {
             return false;
         };
-        let awaited = |p: &&Peer| {
-            matches!(p.role, config::Role::Node | config::Role::Down)
-                && !p.removed
-                && !p.learned
-                && (p.conn.is_some() || p.connecting)
-        };
-        if !self.peers.iter().any(|p| awaited(&p)) {
+        if !self.peers.iter().any(Peer::awaited_source) {
             info!(
                 "section '{}': no source left to teach us after {} ms, the sums go out",
                 self.cfg.name,
@@ -254,7 +259,7 @@ impl SectionState {
             let late: Vec<&str> = self
                 .peers
                 .iter()
-                .filter(awaited)
+                .filter(|p| p.awaited_source())
                 .map(|p| p.name.as_str())
                 .collect();
             warn!(
@@ -273,12 +278,15 @@ impl SectionState {
     /// A source sent us something: while it is awaited, the hold lasts.
     pub(crate) fn note_progress(&mut self, peer: usize, now: u64) {
         if let Some(h) = &mut self.hold {
-            if self.peers.get(peer).is_some_and(|p| {
-                matches!(p.role, config::Role::Node | config::Role::Down) && !p.learned
-            }) {
+            if self.peers.get(peer).is_some_and(Peer::awaited_source) {
                 h.progress = now;
             }
         }
+    }
+
+    /// The section is going away (a reload removed it): nothing to hold.
+    pub(crate) fn end_hold(&mut self) {
+        self.hold = None;
     }
 
     /// When the hold ends at the latest, for the hub's timer.

@@ -334,6 +334,7 @@ impl Hub {
             .count();
         let tables: usize = live().map(|s| s.engine.tables().len()).sum();
         let g = &self.config.global;
+        let limits = crate::server::engine_limits(g);
         let entries: usize = live()
             .flat_map(|s| s.engine.tables())
             .map(|t| t.entries)
@@ -345,9 +346,9 @@ impl Hub {
             self.now() / 1000,
             self.config.path.display(),
             live().count(),
-            g.maxconn.unwrap_or(crate::server::DEFAULT_MAXCONN),
-            g.max_entries.unwrap_or(crate::server::DEFAULT_MAX_ENTRIES),
-            g.max_tables.unwrap_or(crate::server::DEFAULT_MAX_TABLES),
+            crate::server::maxconn(g),
+            limits.max_entries,
+            limits.max_tables,
             rss_bytes(),
             self.reloads,
         )

@@ -9,7 +9,9 @@
 
 use crate::cli::Args;
 use crate::config::{self, Config, FromSpec};
-use crate::engine::{EngineConfig, EngineLimits, PeerRole};
+use crate::engine::{
+    EngineConfig, EngineLimits, PeerRole, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TABLES,
+};
 use crate::net::{self, ConnId, NetEvent};
 use crate::stats::{self, StatsRequest};
 use peers::session::{Role, Session, SessionConfig};
@@ -57,10 +59,6 @@ const NET_EVENTS_QUEUED: usize = 1024;
 /// configuration has no `maxconn`: beyond, new incoming connections are
 /// closed at once.
 pub const DEFAULT_MAXCONN: usize = 10_000;
-/// Entries per aggregated table when the configuration has no
-/// `max-entries` (enforced by the engine: new keys beyond are dropped), and
-/// tables per section without `max-tables` (new ones are refused).
-pub use crate::engine::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TABLES};
 /// Names a section accepts through `dynamic-peers` (each is kept for the
 /// life of the process): beyond, new names are refused with 504.
 pub const MAX_DYNAMIC_PEERS: usize = 10_000;
@@ -127,6 +125,12 @@ fn input_len(ev: &NetEvent) -> usize {
     }
 }
 
+/// `maxconn`, or its default.
+pub(crate) fn maxconn(g: &config::Global) -> usize {
+    g.maxconn.unwrap_or(DEFAULT_MAXCONN)
+}
+
+/// `max-entries` and `max-tables`, or the engine's defaults.
 pub(crate) fn engine_limits(g: &config::Global) -> EngineLimits {
     EngineLimits {
         max_entries: g.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
@@ -439,7 +443,7 @@ impl Hub {
                 stream,
                 remote,
             } => {
-                let max = self.config.global.maxconn.unwrap_or(DEFAULT_MAXCONN);
+                let max = maxconn(&self.config.global);
                 if self.conns.len() >= max {
                     drop(stream);
                     self.refused_maxconn(remote, max, now);

@@ -49,6 +49,9 @@ impl Engine {
         table.refused = old.refused;
         table.last_refusal = old.last_refusal.take();
         table.dropped = old.dropped;
+        // Exported as counters: they must not go back.
+        table.updates_in = old.updates_in;
+        table.updates_out = old.updates_out;
         tables[t as usize] = table;
         self.counters.reshaped += 1;
         // Peers refused earlier on their live connection with what is now

@@ -1345,6 +1345,8 @@ fn a_new_definition_is_adopted_once_no_connected_peer_feeds_the_old_one() {
         (t.entries, t.def.columns.len(), t.def.expire),
         (0, 2, Some(60_000))
     );
+    // Its counters (exported as such) keep counting from where they were.
+    assert_eq!(t.updates_in, 1);
     assert_eq!(t.id, 1);
     // Node 0, refused earlier on its live connection with what is now the
     // shape, is bound at once: HAProxy would not announce the table again.

@@ -11,7 +11,7 @@
 //! first instant it reaches one event is found exactly by walking them in
 //! order. Republishing just before that instant, and only then, keeps every
 //! node's reading within one event of the sum (plus encode's own rounding,
-//! see [`republish_after`]) with as few pushes as that allows: a flat or
+//! see [`republish_in`]) with as few pushes as that allows: a flat or
 //! steadily decaying sum whose encoding decays the same way is not pushed
 //! again until a boundary makes the two part.
 //!
@@ -95,14 +95,19 @@ pub(super) fn republish_in(
     // ms, and the sum itself (events × ms; i128: totals are below 2^67 per
     // counter).
     let x0 = age.max(0);
-    let mut total = 0i128;
-    let mut slope_sum = 0i128;
-    for (f, since) in sources {
-        let w = window(f, since.saturating_add(x0));
-        total += w.total as i128;
-        slope_sum += w.slope as i128;
-    }
-    let now_pub = window(&enc, x0);
+    // At publication itself (every change of a key plans from there) these
+    // are the windows summed above: not computed again.
+    let (mut total, mut slope_sum, now_pub) = if x0 == 0 {
+        (then.total as i128, then.slope as i128, published)
+    } else {
+        let (mut total, mut slope) = (0i128, 0i128);
+        for (f, since) in sources {
+            let w = window(f, since.saturating_add(x0));
+            total += w.total as i128;
+            slope += w.slope as i128;
+        }
+        (total, slope, window(&enc, x0))
+    };
     let mut slope_pub = now_pub.slope as i128;
     let mut drift = now_pub.total as i128 - total;
     if total == 0 {
@@ -111,20 +116,19 @@ pub(super) fn republish_in(
     if drift.abs() >= threshold {
         return Some(0);
     }
-    // The next boundary of counter i after x: (ms after publication).
-    let next_boundary = |i: usize, x: i64| -> Option<i64> {
+    // The boundaries of counter i still ahead of x (ms after publication),
+    // in order; none once its window is empty.
+    let ahead = |i: usize, x: i64| {
         let (f, since) = at(i);
-        if window(&f, since.saturating_add(x)).total == 0 {
-            return None;
-        }
+        let live = window(&f, since.saturating_add(x)).total != 0;
         let d = f.elapsed_signed().saturating_add(since);
         [p, 2 * p]
             .into_iter()
-            .map(|b| b.saturating_sub(d))
-            .find(|&b| b > x)
+            .map(move |b| b.saturating_sub(d))
+            .filter(move |&b| live && b > x)
     };
     if reach == Reach::FirstBoundary {
-        let first = (0..=n).filter_map(|i| next_boundary(i, x0)).min();
+        let first = (0..=n).filter_map(|i| ahead(i, x0).next()).min();
         let rate = slope_sum - slope_pub;
         let cross = first_crossing(drift, rate, threshold).map(|c| (c - 1).max(1));
         let until = first.map(|b| (b - x0) as i128);
@@ -137,17 +141,7 @@ pub(super) fn republish_in(
     // Boundaries ahead: (ms after publication, counter), in order.
     let mut events: Vec<(i64, usize)> = Vec::with_capacity(2 * (n + 1));
     for i in 0..=n {
-        let (f, since) = at(i);
-        if window(&f, since.saturating_add(x0)).total == 0 {
-            continue;
-        }
-        let d = f.elapsed_signed().saturating_add(since);
-        for b in [p, 2 * p] {
-            let x = b.saturating_sub(d);
-            if x > x0 {
-                events.push((x, i));
-            }
-        }
+        events.extend(ahead(i, x0).map(|x| (x, i)));
     }
     events.sort_unstable();
     let mut x0 = x0;

@@ -880,9 +880,6 @@ impl Engine {
             .collect()
     }
 
-    /// Output table definitions to send to this peer (ids are our table ids,
-    /// stable for the process, never 0): the tables it receives changes of
-    /// (see `refresh_sends`). In id order.
     /// Changes whenever [`outputs_for`](Self::outputs_for) may answer
     /// differently for some peer. HAProxy re-sends a DEFINE before every
     /// batch of updates; the hub re-declares outputs only when this moved.
@@ -890,6 +887,9 @@ impl Engine {
         self.outputs_gen
     }
 
+    /// Output table definitions to send to this peer (ids are our table ids,
+    /// stable for the process, never 0): the tables it receives changes of
+    /// (see `refresh_sends`). In id order.
     pub fn outputs_for(&self, peer: PeerId) -> Vec<Arc<TableDef>> {
         let Some(p) = self.peers.get(&peer) else {
             return Vec::new();

@@ -418,7 +418,7 @@ async fn phase(
         store: store.clone(),
         expire: args.expire,
         window: args.window,
-        marker_us: args.marker_ms * 1000,
+        marker_us: args.marker_ms.unwrap_or((args.nodes as u64 / 10).max(1)) * 1000,
         seed: args.seed,
         sampler: sampler.clone(),
     };

@@ -3,7 +3,7 @@
 //! grouped.
 
 use super::intern::Interner;
-use super::table::{freq_at, is_latest, pick_latest, since, u64_at, Head, Slot};
+use super::table::{freq_at, group_of, is_latest, pick_latest, since, u64_at, Groups, Head, Slot};
 use peers::freq::{self, Window};
 use peers::{Combine, Storage, Value};
 
@@ -16,6 +16,7 @@ pub(super) fn representatives<'a>(
     s: &Slot,
     live: &[(&'a Head, &'a [u32])],
     now: u64,
+    groups: Groups,
 ) -> Vec<(&'a Head, &'a [u32])> {
     let score = |(h, w): &(&Head, &[u32])| -> u128 {
         match s.storage {
@@ -31,16 +32,18 @@ pub(super) fn representatives<'a>(
         }
     };
     let scores: Vec<u128> = live.iter().map(score).collect();
+    let group: Vec<u32> = live
+        .iter()
+        .map(|(h, _)| group_of(groups, h.source))
+        .collect();
     let beaten = |i: usize| {
-        let g = live[i].0.group;
+        let g = group[i];
         (0..live.len()).any(|j| {
-            j != i
-                && live[j].0.group == g
-                && (scores[j] > scores[i] || (scores[j] == scores[i] && j < i))
+            j != i && group[j] == g && (scores[j] > scores[i] || (scores[j] == scores[i] && j < i))
         })
     };
     (0..live.len())
-        .filter(|&i| live[i].0.group == 0 || !beaten(i))
+        .filter(|&i| group[i] == 0 || !beaten(i))
         .map(|i| live[i])
         .collect()
 }

@@ -466,7 +466,8 @@ impl Engine {
     /// Sets the `group` of a peer (call after
     /// [`peer_connected`](Self::peer_connected)). Its contributions count
     /// once per key with the other members' (the largest of them); taken
-    /// into account from its next update on.
+    /// into account from its next update of a table on, for all its
+    /// contributions to that table.
     pub fn set_group(&mut self, peer: PeerId, group: Option<u32>) {
         let ix = match group {
             None => 0,

@@ -231,6 +231,7 @@ impl Layout {
         e: &KeyEntry,
         now: u64,
         reach: Reach,
+        groups: Groups,
         sources: &mut Vec<(FreqCtr, i64)>,
     ) -> u64 {
         if !self.has_rates {
@@ -245,7 +246,7 @@ impl Layout {
             sources.clear();
             let mut grouped = false;
             for (h, w) in e.live(self.width, s.off, now) {
-                grouped |= h.group != 0;
+                grouped |= group_of(groups, h.source) != 0;
                 sources.push((freq_at(w), since(e.published, h.arrived)));
             }
             let after = match (grouped, reach) {
@@ -355,11 +356,13 @@ pub(super) fn since(now: u64, then: u64) -> i64 {
     now.saturating_sub(then).min(MAX_SINCE) as i64
 }
 
-/// One source's latest contribution to a key, minus its values.
+/// One source's latest contribution to a key, minus its values: 24 bytes,
+/// held once per (source, key), so the largest item of the engine's memory
+/// after the values themselves. The expiry is kept as a lifetime from
+/// arrival (a u32 of ms, as on the wire) and the source's group in the
+/// table's [`Contributor`]s, not here: 8 bytes less per (source, key).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Head {
-    /// When it lapses ([`NEVER`]: it does not).
-    pub(super) expires: u64,
     /// When its last update arrived (rates are re-based from there).
     pub(super) arrived: u64,
     /// Engine-wide receive order of its last update: decides the latest
@@ -367,9 +370,56 @@ pub(super) struct Head {
     /// source's latest connection (a `Latest` element keeps its own stamp).
     pub(super) stamp: u64,
     pub(super) source: u32,
-    /// The source's `group` (an index into the engine's group numbers,
-    /// plus one; 0: no group). Fits in what would be padding.
+    /// ms from `arrived` to its expiry ([`NO_EXPIRY`]: it does not expire).
+    life: u32,
+}
+
+/// [`Head::life`] of a contribution that never expires.
+const NO_EXPIRY: u32 = u32::MAX;
+
+impl Head {
+    /// A contribution that arrived at `now` and lapses at `expires`
+    /// ([`NEVER`]: it does not). A lifetime longer than a u32 of ms (which
+    /// neither the wire nor a table's `expire` can give) is cut to it.
+    pub(super) fn new(now: u64, expires: u64, stamp: u64, source: u32) -> Head {
+        let life = match expires {
+            NEVER => NO_EXPIRY,
+            at => at.saturating_sub(now).min(NO_EXPIRY as u64 - 1) as u32,
+        };
+        Head {
+            arrived: now,
+            stamp,
+            source,
+            life,
+        }
+    }
+
+    /// When it lapses ([`NEVER`]: it does not).
+    pub(super) fn expires(&self) -> u64 {
+        match self.life {
+            NO_EXPIRY => NEVER,
+            life => self.arrived.saturating_add(life as u64),
+        }
+    }
+}
+
+/// What a table keeps per source: how many keys it contributes to (for the
+/// stats views, and to skip tables a source never fed), and its `group`
+/// (an index into the engine's group numbers, plus one; 0: no group) as of
+/// its latest update.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Contributor {
+    pub(super) entries: u32,
     pub(super) group: u32,
+}
+
+/// The group of each source, for the tables where some source has one
+/// (`None`: no source of the table is grouped).
+pub(super) type Groups<'a> = Option<&'a HashMap<u32, Contributor, RandomState>>;
+
+/// The group of `source` (0: none).
+pub(super) fn group_of(groups: Groups, source: u32) -> u32 {
+    groups.and_then(|g| g.get(&source)).map_or(0, |c| c.group)
 }
 
 pub(super) struct KeyEntry {
@@ -398,12 +448,12 @@ impl KeyEntry {
         self.heads
             .iter()
             .enumerate()
-            .filter(move |(_, h)| h.expires > now)
+            .filter(move |(_, h)| h.expires() > now)
             .map(move |(i, h)| (h, &self.words[i * width + off as usize..(i + 1) * width]))
     }
 
     pub(super) fn has_live(&self, now: u64) -> bool {
-        self.heads.iter().any(|h| h.expires > now)
+        self.heads.iter().any(|h| h.expires() > now)
     }
 }
 
@@ -444,7 +494,10 @@ pub(super) struct Table {
     pub(super) computed: BTreeMap<u64, Computed>,
     /// Contributions per source, for the stats views and to skip tables a
     /// source never fed.
-    pub(super) per_source: HashMap<u32, u32, RandomState>,
+    pub(super) per_source: HashMap<u32, Contributor, RandomState>,
+    /// Whether a source of this table ever had a group: until then, sums
+    /// skip looking groups up.
+    has_groups: bool,
     pub(super) refused: u64,
     /// Updates stored into this table, and aggregates sent from it (all
     /// peers together), for the metrics.
@@ -488,6 +541,7 @@ impl Table {
             dirty: BTreeMap::new(),
             computed: BTreeMap::new(),
             per_source: HashMap::default(),
+            has_groups: false,
             refused: 0,
             updates_in: 0,
             updates_out: 0,
@@ -498,6 +552,11 @@ impl Table {
 
     pub(super) fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// The groups of the sources, if any source has one.
+    fn groups(&self) -> Groups<'_> {
+        self.has_groups.then_some(&self.per_source)
     }
 
     /// Removes every key (or the one given) with all its contributions,
@@ -563,13 +622,7 @@ impl Table {
         let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
             return Applied::Malformed;
         };
-        let head = Head {
-            expires,
-            arrived: now,
-            stamp,
-            source,
-            group,
-        };
+        let head = Head::new(now, expires, stamp, source);
         let i = match e.heads.iter().position(|h| h.source == source) {
             Some(i) => {
                 e.heads[i] = head;
@@ -582,10 +635,17 @@ impl Table {
                 e.heads.push(head);
                 e.words.reserve_exact(width);
                 e.words.resize(e.words.len() + width, 0);
-                *self.per_source.entry(source).or_default() += 1;
+                self.per_source.entry(source).or_default().entries += 1;
                 e.heads.len() - 1
             }
         };
+        // A source's group as of its latest update (a reload may change it).
+        if group != 0 || self.has_groups {
+            self.has_groups = true;
+            if let Some(c) = self.per_source.get_mut(&source) {
+                c.group = group;
+            }
+        }
         self.layout.store(
             &mut e.words[i * width..(i + 1) * width],
             &upd.values,
@@ -717,11 +777,12 @@ impl Table {
         self.dirty.insert(e.seq, slot);
         // A forwarded rate is republished by the level that computes it;
         // each of its republishes reaches us as an update and is relayed.
+        let groups = self.has_groups.then_some(&self.per_source);
         e.republish = if self.forward {
             NEVER
         } else {
             self.layout
-                .next_republish(e, now, Reach::FirstBoundary, ctx.rates)
+                .next_republish(e, now, Reach::FirstBoundary, groups, ctx.rates)
         };
         arm(ctx.timers, self.idx, slot, e);
     }
@@ -739,7 +800,7 @@ impl Table {
         let mut changed = false;
         let mut i = 0;
         while i < e.heads.len() {
-            if e.heads[i].expires <= now {
+            if e.heads[i].expires() <= now {
                 remove_contrib(&self.layout, e, i, ctx.dict, &mut self.per_source);
                 ctx.counters.expired += 1;
                 changed = true;
@@ -757,7 +818,10 @@ impl Table {
             // Planned at publication up to the first boundary: look at the
             // whole way now, and republish only if a node's reading is due
             // to drift.
-            e.republish = self.layout.next_republish(e, now, Reach::All, ctx.rates);
+            let groups = self.has_groups.then_some(&self.per_source);
+            e.republish = self
+                .layout
+                .next_republish(e, now, Reach::All, groups, ctx.rates);
         }
         if e.republish <= now {
             ctx.counters.republished += 1;
@@ -840,36 +904,41 @@ impl Table {
         let width = self.layout.width;
         if self.forward {
             let latest = (0..e.heads.len())
-                .filter(|&i| e.heads[i].expires > now)
+                .filter(|&i| e.heads[i].expires() > now)
                 .max_by_key(|&i| e.heads[i].stamp);
             if let Some(i) = latest {
                 let h = &e.heads[i];
                 let words = &e.words[i * width..(i + 1) * width];
                 self.layout.load(words, since(now, h.arrived), dict, out);
-                return (h.expires != NEVER).then(|| (h.expires - now).min(u32::MAX as u64) as u32);
+                let expires = h.expires();
+                return (expires != NEVER).then(|| (expires - now).min(u32::MAX as u64) as u32);
             }
         }
         // Groups only change sums (counters, rates): a maximum or a latest
         // value is the same whether replicas are merged first or not.
-        let grouped = e.heads.iter().any(|h| h.group != 0 && h.expires > now);
+        let groups = self.groups();
+        let grouped = groups.is_some()
+            && e.heads
+                .iter()
+                .any(|h| group_of(groups, h.source) != 0 && h.expires() > now);
         for s in &self.layout.slots {
             let summed = s.storage == Storage::FreqCtr
                 || (s.storage != Storage::Dict
                     && !matches!(s.combine, Combine::Max | Combine::Latest));
             if grouped && summed {
                 let live: Vec<_> = e.live(width, s.off, now).collect();
-                let reps = representatives(s, &live, now);
+                let reps = representatives(s, &live, now, groups);
                 out.push(combine(s, reps.into_iter(), now, dict));
             } else {
                 out.push(combine(s, e.live(width, s.off, now), now, dict));
             }
         }
         let mut last = now;
-        for h in e.heads.iter().filter(|h| h.expires > now) {
-            if h.expires == NEVER {
+        for h in e.heads.iter().filter(|h| h.expires() > now) {
+            if h.expires() == NEVER {
                 return None;
             }
-            last = last.max(h.expires);
+            last = last.max(h.expires());
         }
         Some((last - now).min(u32::MAX as u64) as u32)
     }
@@ -881,7 +950,7 @@ fn remove_contrib(
     e: &mut KeyEntry,
     i: usize,
     dict: &mut Interner,
-    per_source: &mut HashMap<u32, u32, RandomState>,
+    per_source: &mut HashMap<u32, Contributor, RandomState>,
 ) {
     let w = layout.width;
     layout.release(&e.words[i * w..(i + 1) * w], dict);
@@ -891,9 +960,9 @@ fn remove_contrib(
         e.words.copy_within(last * w..(last + 1) * w, i * w);
     }
     e.words.truncate(last * w);
-    if let Some(n) = per_source.get_mut(&source) {
-        *n -= 1;
-        if *n == 0 {
+    if let Some(c) = per_source.get_mut(&source) {
+        c.entries -= 1;
+        if c.entries == 0 {
             per_source.remove(&source);
         }
     }
@@ -904,7 +973,7 @@ fn remove_contrib(
 /// (the common case) then cost no timer operation. No deadline at all
 /// disarms, so that idle never-expiring keys cost nothing.
 fn arm(timers: &mut Timers, table: u32, slot: u32, e: &mut KeyEntry) {
-    let at = e.heads.iter().fold(e.republish, |a, h| a.min(h.expires));
+    let at = e.heads.iter().fold(e.republish, |a, h| a.min(h.expires()));
     if at == NEVER && e.wake != NEVER {
         timers.remove(&(e.wake, table, slot));
         e.wake = NEVER;
@@ -914,5 +983,31 @@ fn arm(timers: &mut Timers, table: u32, slot: u32, e: &mut KeyEntry) {
         }
         timers.insert((at, table, slot));
         e.wake = at;
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// The per-(source, key) header is what the memory figures in
+    /// BENCHMARKS.md count on; a new field must be paid for knowingly.
+    #[test]
+    fn a_head_takes_24_bytes() {
+        assert_eq!(std::mem::size_of::<Head>(), 24);
+    }
+
+    #[test]
+    fn a_head_keeps_its_expiry() {
+        let h = Head::new(1_000, 61_000, 7, 3);
+        assert_eq!(
+            (h.expires(), h.arrived, h.stamp, h.source),
+            (61_000, 1_000, 7, 3)
+        );
+        assert_eq!(Head::new(1_000, NEVER, 7, 3).expires(), NEVER);
+        // Already lapsed, and a lifetime beyond a u32 of ms (cut to it).
+        assert_eq!(Head::new(1_000, 500, 7, 3).expires(), 1_000);
+        let far = Head::new(0, 1 << 40, 7, 3).expires();
+        assert_eq!(far, u32::MAX as u64 - 1);
     }
 }

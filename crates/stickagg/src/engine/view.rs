@@ -130,11 +130,11 @@ impl Engine {
         let mut sources: Vec<SourceInfo> = t
             .per_source
             .iter()
-            .map(|(&s, &n)| SourceInfo {
+            .map(|(&s, c)| SourceInfo {
                 peer: s as PeerId,
                 name: self.peer_name(s as PeerId),
                 connected: self.peers.get(&(s as PeerId)).is_some_and(|p| p.connected),
-                entries: n,
+                entries: c.entries,
             })
             .collect();
         sources.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer.cmp(&b.peer)));
@@ -200,7 +200,7 @@ impl Engine {
         if detail {
             let w = t.layout.width;
             for (i, h) in e.heads.iter().enumerate() {
-                if h.expires <= now {
+                if h.expires() <= now {
                     continue;
                 }
                 let mut v = Vec::with_capacity(t.layout.slots.len());
@@ -214,8 +214,8 @@ impl Engine {
                     peer: h.source as PeerId,
                     name: self.peer_name(h.source as PeerId),
                     values: v,
-                    expire: (h.expires != NEVER)
-                        .then(|| (h.expires - now).min(u32::MAX as u64) as u32),
+                    expire: (h.expires() != NEVER)
+                        .then(|| (h.expires() - now).min(u32::MAX as u64) as u32),
                     age_ms: now.saturating_sub(h.arrived),
                 });
             }

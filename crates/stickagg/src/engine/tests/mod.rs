@@ -1094,6 +1094,34 @@ fn grouped_rates_follow_the_largest_window_over_time() {
     assert_eq!(at(&mut e, 15_000), 30);
 }
 
+/// A peer's group is a property of the source, kept by each table as of
+/// the source's latest update: a new group (a reload) counts for all its
+/// contributions to a table from its next update to that table on.
+#[test]
+fn a_new_group_counts_from_the_next_update() {
+    let cols = &[("gpc0", 1, 0)];
+    let inter = def(1, "/t.intermediate", KeyType::Ipv4, 4, 0, cols);
+    let mut e = Engine::new(cfg_top());
+    for d in [0, 1] {
+        e.peer_connected(d, &format!("mid{d}"), PeerRole::Down, 0);
+        e.set_group(d, Some(1));
+        e.table_defined(d, 1, &inter, 0);
+    }
+    e.table_defined(0, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0);
+    let (k, k2) = (b"abcd", b"efgh");
+    let total = |e: &Engine, k: &[u8]| e.key_info("/t.agg", k, 1, false).unwrap().values[0].clone();
+    e.update(0, 1, &upd(k, vec![Value::U32(10)]), 0);
+    e.update(1, 1, &upd(k, vec![Value::U32(12)]), 0);
+    e.update(0, 1, &upd(k2, vec![Value::U32(3)]), 0);
+    e.update(1, 1, &upd(k2, vec![Value::U32(4)]), 0);
+    assert_eq!(total(&e, k), Value::U32(12), "replicas: the largest");
+    e.set_group(1, None);
+    assert_eq!(total(&e, k), Value::U32(12), "nothing new from mid1 yet");
+    e.update(1, 1, &upd(k, vec![Value::U32(12)]), 1);
+    assert_eq!(total(&e, k), Value::U32(22), "mid1 counts on its own now");
+    assert_eq!(total(&e, k2), Value::U32(7), "and so for its other keys");
+}
+
 /// A middle level of a chain (`from .intermediate to .regional`, `forward
 /// .agg`, with both `up` and `down` peers): sums its down peers up, relays
 /// the top's totals down, announces forwarded tables (not its outputs) down.

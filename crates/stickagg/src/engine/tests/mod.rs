@@ -1067,11 +1067,10 @@ fn groups_count_replicas_once() {
     assert_eq!(read(&out[3]), 100);
 }
 
-/// The group member with the largest window is chosen at each instant:
-/// a replica that stopped (its window decays) gives way to a live one.
-#[test]
-fn grouped_rates_follow_the_largest_window_over_time() {
-    let cols = &[("http_req_rate", 1, P)];
+/// A top level whose two `down` peers mid0 and mid1 are replicas (group
+/// 1), both teaching `/t.intermediate` (table 1) with `cols`; `.agg` is
+/// `/t.agg`.
+fn two_replicas(cols: &[(&str, u32, u32)]) -> Engine {
     let inter = def(1, "/t.intermediate", KeyType::Ipv4, 4, 0, cols);
     let mut e = Engine::new(cfg_top());
     for d in [0, 1] {
@@ -1080,6 +1079,15 @@ fn grouped_rates_follow_the_largest_window_over_time() {
         e.table_defined(d, 1, &inter, 0);
     }
     e.table_defined(0, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0);
+    e
+}
+
+/// The group member with the largest window is chosen at each instant:
+/// a replica that stopped (its window decays) gives way to a live one.
+#[test]
+fn grouped_rates_follow_the_largest_window_over_time() {
+    let cols = &[("http_req_rate", 1, P)];
+    let mut e = two_replicas(cols);
     let k = b"abcd";
     // mid0's last word at 0 (it went away); mid1 keeps reporting.
     e.update(0, 1, &upd(k, vec![f(0, 50, 0)]), 0);
@@ -1100,14 +1108,7 @@ fn grouped_rates_follow_the_largest_window_over_time() {
 #[test]
 fn a_new_group_counts_from_the_next_update() {
     let cols = &[("gpc0", 1, 0)];
-    let inter = def(1, "/t.intermediate", KeyType::Ipv4, 4, 0, cols);
-    let mut e = Engine::new(cfg_top());
-    for d in [0, 1] {
-        e.peer_connected(d, &format!("mid{d}"), PeerRole::Down, 0);
-        e.set_group(d, Some(1));
-        e.table_defined(d, 1, &inter, 0);
-    }
-    e.table_defined(0, 2, &def(2, "/t.agg", KeyType::Ipv4, 4, 0, cols), 0);
+    let mut e = two_replicas(cols);
     let (k, k2) = (b"abcd", b"efgh");
     let total = |e: &Engine, k: &[u8]| e.key_info("/t.agg", k, 1, false).unwrap().values[0].clone();
     e.update(0, 1, &upd(k, vec![Value::U32(10)]), 0);

@@ -25,6 +25,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use stickagg::engine::{Engine, EngineConfig, PeerRole, TableVerdict};
 
+/// The allocator the `stickagg` binary ships with (see its `main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEYS: usize = 100_000;
 /// Updates per chunk of bytes handed to a session (≈ 17 KB, a socket read).
 const CHUNK: usize = 1_000;

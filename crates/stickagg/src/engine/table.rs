@@ -3,7 +3,7 @@
 //! each key's timer.
 //!
 //! Storage is flat on purpose: a key holds one small header per source
-//! ([`Head`], 32 bytes) and one block of `u32` words per source laid out by
+//! ([`Head`], 24 bytes) and one block of `u32` words per source laid out by
 //! the table's [`Layout`], in two `Vec`s. Values are never kept as
 //! [`Value`]s (40 bytes each, with a heap string for `server_key`): the
 //! engine may hold millions of keys times tens of sources.
@@ -492,8 +492,8 @@ pub(super) struct Table {
     /// sequence number (see `poll.rs`); an entry goes when its key changes
     /// again or is removed, or every receiving peer went past it.
     pub(super) computed: BTreeMap<u64, Computed>,
-    /// Contributions per source, for the stats views and to skip tables a
-    /// source never fed.
+    /// Each source's contributions (for the stats views and to skip tables
+    /// a source never fed) and group (see [`Contributor`]).
     pub(super) per_source: HashMap<u32, Contributor, RandomState>,
     /// Whether a source of this table ever had a group: until then, sums
     /// skip looking groups up.

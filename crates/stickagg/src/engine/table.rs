@@ -401,6 +401,13 @@ impl Head {
             life => self.arrived.saturating_add(life as u64),
         }
     }
+
+    /// What is left of its lifetime at `now`, in ms as the wire sends it
+    /// (`None`: it never expires).
+    pub(super) fn remaining(&self, now: u64) -> Option<u32> {
+        let expires = self.expires();
+        (expires != NEVER).then(|| expires.saturating_sub(now).min(u32::MAX as u64) as u32)
+    }
 }
 
 /// What a table keeps per source: how many keys it contributes to (for the
@@ -910,8 +917,7 @@ impl Table {
                 let h = &e.heads[i];
                 let words = &e.words[i * width..(i + 1) * width];
                 self.layout.load(words, since(now, h.arrived), dict, out);
-                let expires = h.expires();
-                return (expires != NEVER).then(|| (expires - now).min(u32::MAX as u64) as u32);
+                return h.remaining(now);
             }
         }
         // Groups only change sums (counters, rates): a maximum or a latest
@@ -933,14 +939,10 @@ impl Table {
                 out.push(combine(s, e.live(width, s.off, now), now, dict));
             }
         }
-        let mut last = now;
-        for h in e.heads.iter().filter(|h| h.expires() > now) {
-            if h.expires() == NEVER {
-                return None;
-            }
-            last = last.max(h.expires());
-        }
-        Some((last - now).min(u32::MAX as u64) as u32)
+        e.heads
+            .iter()
+            .filter(|h| h.expires() > now)
+            .try_fold(0, |last, h| Some(last.max(h.remaining(now)?)))
     }
 }
 
@@ -1005,6 +1007,9 @@ mod size_tests {
             (61_000, 1_000, 7, 3)
         );
         assert_eq!(Head::new(1_000, NEVER, 7, 3).expires(), NEVER);
+        assert_eq!(h.remaining(31_000), Some(30_000));
+        assert_eq!(h.remaining(70_000), Some(0));
+        assert_eq!(Head::new(1_000, NEVER, 7, 3).remaining(5_000), None);
         // Already lapsed, and a lifetime beyond a u32 of ms (cut to it).
         assert_eq!(Head::new(1_000, 500, 7, 3).expires(), 1_000);
         let far = Head::new(0, 1 << 40, 7, 3).expires();

@@ -2,7 +2,7 @@
 //! [detail]`, table lists, refusals and warnings). Everything is computed on
 //! demand from the engine's state, so the hot paths keep no extra data.
 
-use super::table::{since, Table, NEVER};
+use super::table::{since, Table};
 use super::{Engine, PeerId};
 use bytes::Bytes;
 use peers::{TableDef, Value};
@@ -214,8 +214,7 @@ impl Engine {
                     peer: h.source as PeerId,
                     name: self.peer_name(h.source as PeerId),
                     values: v,
-                    expire: (h.expires() != NEVER)
-                        .then(|| (h.expires() - now).min(u32::MAX as u64) as u32),
+                    expire: h.remaining(now),
                     age_ms: now.saturating_sub(h.arrived),
                 });
             }

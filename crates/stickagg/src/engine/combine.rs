@@ -3,7 +3,7 @@
 //! grouped.
 
 use super::intern::Interner;
-use super::table::{freq_at, group_of, is_latest, pick_latest, since, u64_at, Groups, Head, Slot};
+use super::table::{freq_at, group_of, is_latest, pick_latest, u64_at, Groups, Head, Slot};
 use peers::freq::{self, Window};
 use peers::{Combine, Storage, Value};
 
@@ -20,11 +20,7 @@ pub(super) fn representatives<'a>(
 ) -> Vec<(&'a Head, &'a [u32])> {
     let score = |(h, w): &(&Head, &[u32])| -> u128 {
         match s.storage {
-            Storage::FreqCtr => {
-                freq_at(w)
-                    .window_after(since(now, h.arrived), s.period)
-                    .total
-            }
+            Storage::FreqCtr => freq_at(w).window_after(h.age(now) as i64, s.period).total,
             Storage::UnsignedInt => w[0] as u128,
             Storage::UnsignedLong => u64_at(w) as u128,
             Storage::SignedInt => (w[0] as i32 as i64 - i32::MIN as i64) as u128,
@@ -73,7 +69,7 @@ pub(super) fn combine<'a>(
         (Storage::FreqCtr, _) => {
             let mut win = Window::default();
             for (h, w) in it {
-                win += freq_at(w).window_after(since(now, h.arrived), s.period);
+                win += freq_at(w).window_after(h.age(now) as i64, s.period);
             }
             Value::Freq(freq::encode(win, s.period))
         }

@@ -77,6 +77,7 @@
 //! groups and ungrouped peers are summed (`table::representatives`).
 
 mod admin;
+mod changes;
 mod combine;
 mod drift;
 mod intern;
@@ -97,7 +98,7 @@ use intern::Interner;
 use peers::{KeyType, TableDef, Update, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use table::{Applied, Ctx, Table, Timers, NEVER};
+use table::{Applied, Ctx, Epoch, Table, Timers, AGE_SWEEP, NEVER};
 
 /// What the engine needs of an `aggregations` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -264,9 +265,9 @@ struct PeerState {
     /// Its group (index into `Engine::groups`, plus one; 0: none).
     group: u32,
     connected: bool,
-    /// First receive stamp of the latest connection: contributions stamped
+    /// Where its latest connection began: contributions that arrived
     /// before it predate that connection.
-    epoch: u64,
+    epoch: Epoch,
     /// Remote table id → meaning, for the current connection only.
     bindings: Vec<(u64, Binding)>,
     /// Definitions refused on the current connection (remote id, def): if
@@ -344,6 +345,8 @@ pub struct Engine {
     seq: u64,
     /// Last receive stamp handed out (one per stored update).
     stamp: u64,
+    /// When contributions' ages were last clamped (see `table::Head`).
+    swept: u64,
     dict: Interner,
     counters: EngineCounters,
     /// Bumped whenever what some peer receives may have changed (see
@@ -378,6 +381,7 @@ impl Engine {
             rate_scratch: Vec::new(),
             seq: 0,
             stamp: 0,
+            swept: 0,
             dict: Interner::default(),
             counters: EngineCounters::default(),
             outputs_gen: 0,
@@ -435,8 +439,11 @@ impl Engine {
     /// process already has (it may have restarted, and asked another peer
     /// for its resync), so it gets every published key again, as HAProxy
     /// re-pushes its whole table to a peer that acknowledged nothing.
-    pub fn peer_connected(&mut self, peer: PeerId, name: &str, role: PeerRole, _now: u64) {
-        let epoch = self.stamp + 1;
+    pub fn peer_connected(&mut self, peer: PeerId, name: &str, role: PeerRole, now: u64) {
+        let epoch = Epoch {
+            at: now,
+            stamp: self.stamp + 1,
+        };
         let p = self.peers.entry(peer).or_insert_with(|| PeerState {
             name: String::new(),
             role,
@@ -837,6 +844,14 @@ impl Engine {
 
     /// [`tick`](Self::tick), handling at most `budget` timers.
     fn tick_some(&mut self, now: u64, budget: usize) {
+        // Contributions keep 32-bit arrival instants: cut their ages before
+        // they outgrow that (the hub ticks at least every second).
+        if now.saturating_sub(self.swept) >= AGE_SWEEP {
+            self.swept = now;
+            for t in &mut self.tables {
+                t.clamp_ages(now);
+            }
+        }
         for _ in 0..budget {
             let Some(&(at, t, slot)) = self.timers.first() else {
                 break;

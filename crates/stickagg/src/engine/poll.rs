@@ -53,19 +53,19 @@ impl Engine {
         let (tables, dict) = (&mut self.tables, &self.dict);
         // Merge the peer's tables by sequence number (a handful of tables:
         // a linear minimum is cheaper than a heap). (seq, slot, table, index
-        // in `sends`).
-        let mut next: Vec<(u64, u32, usize, usize)> = Vec::new();
+        // in `sends`, position in the table's change sequence).
+        let mut next: Vec<(u64, u32, usize, usize, usize)> = Vec::new();
         for (j, &t) in sends.iter().enumerate() {
             let t = t as usize;
-            if let Some((&s, &slot)) = tables[t].dirty.range(p.cursor(t) + 1..).next() {
-                next.push((s, slot, t, j));
+            if let Some((pos, s, slot)) = tables[t].change_after(p.cursor(t)) {
+                next.push((s, slot, t, j, pos));
             }
         }
         while out.len() < max {
             let Some(i) = (0..next.len()).min_by_key(|&i| next[i].0) else {
                 break;
             };
-            let (s, slot, t, j) = next[i];
+            let (s, slot, t, j, pos) = next[i];
             let table = &mut tables[t];
             let live = table.entry(slot).filter(|e| e.has_live(now));
             if let Some(e) = live.filter(|e| !table.no_choice_for_contributor(e, peer as u32, now))
@@ -97,8 +97,8 @@ impl Engine {
                 table.updates_out += 1;
             }
             p.set_cursor(t, s);
-            match table.dirty.range(s + 1..).next() {
-                Some((&s, &slot)) => next[i] = (s, slot, t, j),
+            match table.change_from(pos + 1) {
+                Some((pos, s, slot)) => next[i] = (s, slot, t, j, pos),
                 None => {
                     next.swap_remove(i);
                 }
@@ -137,9 +137,8 @@ impl Engine {
         p.sends.iter().any(|&t| {
             let t = t as usize;
             self.tables[t]
-                .dirty
-                .last_key_value()
-                .is_some_and(|(&s, _)| s > p.cursor(t))
+                .last_change()
+                .is_some_and(|s| s > p.cursor(t))
         })
     }
 }

@@ -8,6 +8,7 @@
 //! [`Value`]s (40 bytes each, with a heap string for `server_key`): the
 //! engine may hold millions of keys times tens of sources.
 
+use super::changes::Changes;
 use super::combine::{combine, representatives};
 use super::drift::{self, Reach};
 use super::intern::Interner;
@@ -51,6 +52,14 @@ fn key_at(slab: &[Option<KeyEntry>], slot: u32) -> &[u8] {
     slab.get(slot as usize)
         .and_then(Option::as_ref)
         .map_or(&[], |e| &e.key[..])
+}
+
+/// Whether `slot` holds a key whose latest change took sequence `seq` (a
+/// live entry of the change sequence, see `changes.rs`).
+fn is_current(slab: &[Option<KeyEntry>], seq: u64, slot: u32) -> bool {
+    slab.get(slot as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|e| e.seq == seq)
 }
 
 /// What [`Table::apply`] did with an update.
@@ -247,7 +256,7 @@ impl Layout {
             let mut grouped = false;
             for (h, w) in e.live(self.width, s.off, now) {
                 grouped |= group_of(groups, h.source) != 0;
-                sources.push((freq_at(w), since(e.published, h.arrived)));
+                sources.push((freq_at(w), since(e.published, h.arrived(now))));
             }
             let after = match (grouped, reach) {
                 (false, _) => drift::republish_in(sources, age, s.period, reach),
@@ -356,26 +365,58 @@ pub(super) fn since(now: u64, then: u64) -> i64 {
     now.saturating_sub(then).min(MAX_SINCE) as i64
 }
 
-/// One source's latest contribution to a key, minus its values: 24 bytes,
+/// One source's latest contribution to a key, minus its values: 16 bytes,
 /// held once per (source, key), so the largest item of the engine's memory
-/// after the values themselves. The expiry is kept as a lifetime from
-/// arrival (a u32 of ms, as on the wire) and the source's group in the
-/// table's [`Contributor`]s, not here: 8 bytes less per (source, key).
+/// after the values themselves (at 10 sources a 24-byte header cost 8 bytes
+/// per (node, key) more, an eighth of the total).
+///
+/// Two instants are kept as the low 32 bits of their u64 counterparts:
+/// - `arrived`, of the engine's ms clock: the full instant is `now` minus
+///   the age, and the age is exact while it stays under 2^31 ms (24.8
+///   days). [`Table::clamp_ages`] keeps every age under 2^30 + the sweep
+///   interval; a wrapped age above 2^31 can only mean a clock that went
+///   backwards, which counts as no time, as [`since`] does.
+/// - `stamp`, of the engine-wide receive order: it is only ever compared
+///   between contributions (or a connection's start) that arrived in the
+///   same millisecond, where fewer than 2^31 updates lie between them; any
+///   other comparison is decided by the arrival instants.
+///
+/// The expiry is a lifetime from arrival (a u32 of ms, as on the wire) and
+/// the source's group is in the table's [`Contributor`]s, not here.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Head {
-    /// When its last update arrived (rates are re-based from there).
-    pub(super) arrived: u64,
-    /// Engine-wide receive order of its last update: decides the latest
-    /// contribution of a forwarded table, and whether it predates the
-    /// source's latest connection (a `Latest` element keeps its own stamp).
-    pub(super) stamp: u64,
+    arrived: u32,
+    stamp: u32,
     pub(super) source: u32,
-    /// ms from `arrived` to its expiry ([`NO_EXPIRY`]: it does not expire).
+    /// ms from arrival to its expiry ([`NO_EXPIRY`]: it does not expire).
     life: u32,
 }
 
 /// [`Head::life`] of a contribution that never expires.
 const NO_EXPIRY: u32 = u32::MAX;
+
+/// Ages above this are cut to it by [`Table::clamp_ages`] (12.4 days: any
+/// rate window of a period up to 6 days is empty by then, and a lifetime is
+/// kept whole). See [`Head`].
+pub(super) const AGE_CLAMP: u64 = 1 << 30;
+
+/// How often the engine runs [`Table::clamp_ages`] (6.2 days): ages then
+/// stay under `AGE_CLAMP + AGE_SWEEP` < 2^31 ms.
+pub(super) const AGE_SWEEP: u64 = 1 << 29;
+
+/// Where a source's latest connection began, in the terms of [`Head`]: the
+/// instant and the receive stamp of its first update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Epoch {
+    pub(super) at: u64,
+    pub(super) stamp: u64,
+}
+
+/// `a` before `b`, for two receive stamps of the same millisecond (see
+/// [`Head`]): serial-number order over their low 32 bits.
+fn stamp_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
 
 impl Head {
     /// A contribution that arrived at `now` and lapses at `expires`
@@ -387,26 +428,79 @@ impl Head {
             at => at.saturating_sub(now).min(NO_EXPIRY as u64 - 1) as u32,
         };
         Head {
-            arrived: now,
-            stamp,
+            arrived: now as u32,
+            stamp: stamp as u32,
             source,
             life,
         }
     }
 
+    /// ms since it arrived (0 if the clock went backwards).
+    pub(super) fn age(&self, now: u64) -> u64 {
+        let age = (now as u32).wrapping_sub(self.arrived);
+        if age >= 1 << 31 {
+            0
+        } else {
+            age as u64
+        }
+    }
+
+    /// When it arrived.
+    pub(super) fn arrived(&self, now: u64) -> u64 {
+        now.saturating_sub(self.age(now))
+    }
+
+    /// Whether it has not lapsed at `now`.
+    pub(super) fn is_live(&self, now: u64) -> bool {
+        self.life == NO_EXPIRY || self.age(now) < self.life as u64
+    }
+
     /// When it lapses ([`NEVER`]: it does not).
-    pub(super) fn expires(&self) -> u64 {
+    pub(super) fn expires(&self, now: u64) -> u64 {
         match self.life {
             NO_EXPIRY => NEVER,
-            life => self.arrived.saturating_add(life as u64),
+            life => self.arrived(now).saturating_add(life as u64),
         }
     }
 
     /// What is left of its lifetime at `now`, in ms as the wire sends it
     /// (`None`: it never expires).
     pub(super) fn remaining(&self, now: u64) -> Option<u32> {
-        let expires = self.expires();
-        (expires != NEVER).then(|| expires.saturating_sub(now).min(u32::MAX as u64) as u32)
+        (self.life != NO_EXPIRY).then(|| (self.life as u64).saturating_sub(self.age(now)) as u32)
+    }
+
+    /// Whether it arrived after `other`: the later instant, or in the same
+    /// millisecond the later stamp.
+    pub(super) fn later_than(&self, other: &Head, now: u64) -> bool {
+        match self.age(now).cmp(&other.age(now)) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => stamp_before(other.stamp, self.stamp),
+        }
+    }
+
+    /// Whether it arrived before the connection that began at `epoch`.
+    pub(super) fn predates(&self, epoch: Epoch, now: u64) -> bool {
+        let arrived = self.arrived(now);
+        arrived < epoch.at || (arrived == epoch.at && stamp_before(self.stamp, epoch.stamp as u32))
+    }
+
+    /// The same contribution with its age cut to [`AGE_CLAMP`] if older,
+    /// its expiry unchanged (see [`Table::clamp_ages`]).
+    fn clamped(self, now: u64) -> Head {
+        let age = self.age(now);
+        if age <= AGE_CLAMP {
+            return self;
+        }
+        let cut = age - AGE_CLAMP;
+        Head {
+            arrived: (now as u32).wrapping_sub(AGE_CLAMP as u32),
+            life: match self.life {
+                NO_EXPIRY => NO_EXPIRY,
+                life => (life as u64).saturating_sub(cut) as u32,
+            },
+            ..self
+        }
     }
 }
 
@@ -455,12 +549,12 @@ impl KeyEntry {
         self.heads
             .iter()
             .enumerate()
-            .filter(move |(_, h)| h.expires() > now)
+            .filter(move |(_, h)| h.is_live(now))
             .map(move |(i, h)| (h, &self.words[i * width + off as usize..(i + 1) * width]))
     }
 
     pub(super) fn has_live(&self, now: u64) -> bool {
-        self.heads.iter().any(|h| h.expires() > now)
+        self.heads.iter().any(|h| h.is_live(now))
     }
 }
 
@@ -494,7 +588,7 @@ pub(super) struct Table {
     /// Change sequence → key slot, each key once (HAProxy's update tree):
     /// a peer that has sent up to sequence `c` has exactly the keys after
     /// `c` left to send, each with its latest value.
-    pub(super) dirty: BTreeMap<u64, u32>,
+    changes: Changes,
     /// Aggregates computed for a poll and kept for the other peers, by
     /// sequence number (see `poll.rs`); an entry goes when its key changes
     /// again or is removed, or every receiving peer went past it.
@@ -545,7 +639,7 @@ impl Table {
             hasher: RandomState::new(),
             slab: Vec::new(),
             free: Vec::new(),
-            dirty: BTreeMap::new(),
+            changes: Changes::default(),
             computed: BTreeMap::new(),
             per_source: HashMap::default(),
             has_groups: false,
@@ -593,6 +687,30 @@ impl Table {
         self.index
             .find(self.hasher.hash_one(key), |&s| key_at(slab, s) == key)
             .copied()
+    }
+
+    /// Keys in the change sequence.
+    #[cfg(test)]
+    pub(super) fn changes_len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// The first key in the change sequence after sequence number `cursor`:
+    /// (its position in the sequence, sequence number, slot).
+    pub(super) fn change_after(&self, cursor: u64) -> Option<(usize, u64, u32)> {
+        self.change_from(self.changes.position_after(cursor))
+    }
+
+    /// The first key in the change sequence at or after position `pos`
+    /// (valid until the table next changes).
+    pub(super) fn change_from(&self, pos: usize) -> Option<(usize, u64, u32)> {
+        let slab = &self.slab;
+        self.changes.live_from(pos, |s, k| is_current(slab, s, k))
+    }
+
+    /// The sequence number of the latest change.
+    pub(super) fn last_change(&self) -> Option<u64> {
+        self.changes.last()
     }
 
     pub(super) fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
@@ -775,13 +893,9 @@ impl Table {
             return;
         };
         *ctx.seq += 1;
-        if e.seq != 0 {
-            self.dirty.remove(&e.seq);
-            self.computed.remove(&e.seq);
-        }
-        e.seq = *ctx.seq;
+        let old = std::mem::replace(&mut e.seq, *ctx.seq);
         e.published = now;
-        self.dirty.insert(e.seq, slot);
+        self.changes.push(e.seq, slot);
         // A forwarded rate is republished by the level that computes it;
         // each of its republishes reaches us as an update and is relayed.
         let groups = self.has_groups.then_some(&self.per_source);
@@ -791,7 +905,12 @@ impl Table {
             self.layout
                 .next_republish(e, now, Reach::FirstBoundary, groups, ctx.rates)
         };
-        arm(ctx.timers, self.idx, slot, e);
+        arm(ctx.timers, self.idx, slot, e, now);
+        if old != 0 {
+            self.computed.remove(&old);
+            let slab = &self.slab;
+            self.changes.retire(|s, k| is_current(slab, s, k));
+        }
     }
 
     /// The timer of `slot`, due at `at`, fired at `now`: drop lapsed
@@ -807,7 +926,7 @@ impl Table {
         let mut changed = false;
         let mut i = 0;
         while i < e.heads.len() {
-            if e.heads[i].expires() <= now {
+            if !e.heads[i].is_live(now) {
                 remove_contrib(&self.layout, e, i, ctx.dict, &mut self.per_source);
                 ctx.counters.expired += 1;
                 changed = true;
@@ -838,7 +957,7 @@ impl Table {
             self.changed(ctx, slot, now);
         } else {
             // A renewal moved the deadlines later: sleep again.
-            arm(ctx.timers, self.idx, slot, e);
+            arm(ctx.timers, self.idx, slot, e, now);
         }
     }
 
@@ -847,8 +966,9 @@ impl Table {
             return;
         };
         if e.seq != 0 {
-            self.dirty.remove(&e.seq);
             self.computed.remove(&e.seq);
+            let slab = &self.slab;
+            self.changes.retire(|s, k| is_current(slab, s, k));
         }
         if e.wake != NEVER {
             ctx.timers.remove(&(e.wake, self.idx, slot));
@@ -865,9 +985,20 @@ impl Table {
         self.free.push(slot);
     }
 
-    /// Drops the contributions of `source` received before stamp `epoch`
-    /// (its latest connection). Returns how many.
-    pub(super) fn drop_stale(&mut self, ctx: &mut Ctx, source: u32, epoch: u64, now: u64) -> u64 {
+    /// Cuts every contribution's age to [`AGE_CLAMP`] (see [`Head`]): run
+    /// every [`AGE_SWEEP`] so that no age outgrows what 32 bits tell apart.
+    /// Expiries are unchanged, so no timer moves.
+    pub(super) fn clamp_ages(&mut self, now: u64) {
+        for e in self.slab.iter_mut().flatten() {
+            for h in e.heads.iter_mut() {
+                *h = h.clamped(now);
+            }
+        }
+    }
+
+    /// Drops the contributions of `source` received before `epoch` (its
+    /// latest connection). Returns how many.
+    pub(super) fn drop_stale(&mut self, ctx: &mut Ctx, source: u32, epoch: Epoch, now: u64) -> u64 {
         let mut dropped = 0;
         for slot in 0..self.slab.len() as u32 {
             if !self.per_source.contains_key(&source) {
@@ -879,7 +1010,7 @@ impl Table {
             let Some(i) = e
                 .heads
                 .iter()
-                .position(|h| h.source == source && h.stamp < epoch)
+                .position(|h| h.source == source && h.predates(epoch, now))
             else {
                 continue;
             };
@@ -911,12 +1042,15 @@ impl Table {
         let width = self.layout.width;
         if self.forward {
             let latest = (0..e.heads.len())
-                .filter(|&i| e.heads[i].expires() > now)
-                .max_by_key(|&i| e.heads[i].stamp);
+                .filter(|&i| e.heads[i].is_live(now))
+                .reduce(|a, b| match e.heads[b].later_than(&e.heads[a], now) {
+                    true => b,
+                    false => a,
+                });
             if let Some(i) = latest {
                 let h = &e.heads[i];
                 let words = &e.words[i * width..(i + 1) * width];
-                self.layout.load(words, since(now, h.arrived), dict, out);
+                self.layout.load(words, h.age(now) as i64, dict, out);
                 return h.remaining(now);
             }
         }
@@ -926,7 +1060,7 @@ impl Table {
         let grouped = groups.is_some()
             && e.heads
                 .iter()
-                .any(|h| group_of(groups, h.source) != 0 && h.expires() > now);
+                .any(|h| group_of(groups, h.source) != 0 && h.is_live(now));
         for s in &self.layout.slots {
             let summed = s.storage == Storage::FreqCtr
                 || (s.storage != Storage::Dict
@@ -941,7 +1075,7 @@ impl Table {
         }
         e.heads
             .iter()
-            .filter(|h| h.expires() > now)
+            .filter(|h| h.is_live(now))
             .try_fold(0, |last, h| Some(last.max(h.remaining(now)?)))
     }
 }
@@ -974,8 +1108,11 @@ fn remove_contrib(
 /// republish. A later deadline than the armed one is left alone: renewals
 /// (the common case) then cost no timer operation. No deadline at all
 /// disarms, so that idle never-expiring keys cost nothing.
-fn arm(timers: &mut Timers, table: u32, slot: u32, e: &mut KeyEntry) {
-    let at = e.heads.iter().fold(e.republish, |a, h| a.min(h.expires()));
+fn arm(timers: &mut Timers, table: u32, slot: u32, e: &mut KeyEntry, now: u64) {
+    let at = e
+        .heads
+        .iter()
+        .fold(e.republish, |a, h| a.min(h.expires(now)));
     if at == NEVER && e.wake != NEVER {
         timers.remove(&(e.wake, table, slot));
         e.wake = NEVER;
@@ -995,24 +1132,68 @@ mod size_tests {
     /// The per-(source, key) header is what the memory figures in
     /// BENCHMARKS.md count on; a new field must be paid for knowingly.
     #[test]
-    fn a_head_takes_24_bytes() {
-        assert_eq!(std::mem::size_of::<Head>(), 24);
+    fn a_head_takes_16_bytes() {
+        assert_eq!(std::mem::size_of::<Head>(), 16);
     }
 
     #[test]
     fn a_head_keeps_its_expiry() {
         let h = Head::new(1_000, 61_000, 7, 3);
         assert_eq!(
-            (h.expires(), h.arrived, h.stamp, h.source),
-            (61_000, 1_000, 7, 3)
+            (h.expires(2_000), h.arrived(2_000), h.age(2_000), h.source),
+            (61_000, 1_000, 1_000, 3)
         );
-        assert_eq!(Head::new(1_000, NEVER, 7, 3).expires(), NEVER);
+        assert!(h.is_live(60_999) && !h.is_live(61_000));
+        assert_eq!(Head::new(1_000, NEVER, 7, 3).expires(9_000), NEVER);
+        assert!(Head::new(1_000, NEVER, 7, 3).is_live(1 << 40));
         assert_eq!(h.remaining(31_000), Some(30_000));
         assert_eq!(h.remaining(70_000), Some(0));
         assert_eq!(Head::new(1_000, NEVER, 7, 3).remaining(5_000), None);
         // Already lapsed, and a lifetime beyond a u32 of ms (cut to it).
-        assert_eq!(Head::new(1_000, 500, 7, 3).expires(), 1_000);
-        let far = Head::new(0, 1 << 40, 7, 3).expires();
+        assert_eq!(Head::new(1_000, 500, 7, 3).expires(1_000), 1_000);
+        let far = Head::new(0, 1 << 40, 7, 3).expires(0);
         assert_eq!(far, u32::MAX as u64 - 1);
+        // A clock that went backwards: no time passed.
+        assert_eq!(h.age(900), 0);
+    }
+
+    /// The 32-bit instants read right across the wrap of their low bits.
+    #[test]
+    fn a_head_reads_its_age_across_the_32_bit_wrap() {
+        let t = (5u64 << 32) - 500;
+        let h = Head::new(t, t + 10_000, (7 << 32) - 1, 3);
+        assert_eq!(h.age(t + 1_500), 1_500);
+        assert_eq!(h.arrived(t + 1_500), t);
+        assert_eq!(h.expires(t + 1_500), t + 10_000);
+        assert_eq!(h.remaining(t + 1_500), Some(8_500));
+        // Same millisecond: the stamp decides, across its own wrap.
+        let g = Head::new(t, NEVER, 7 << 32, 4);
+        assert!(g.later_than(&h, t + 5) && !h.later_than(&g, t + 5));
+        let epoch = Epoch {
+            at: t,
+            stamp: 7 << 32,
+        };
+        assert!(h.predates(epoch, t + 5) && !g.predates(epoch, t + 5));
+        // A later millisecond wins whatever the stamps.
+        let k = Head::new(t + 1, NEVER, 1, 5);
+        assert!(k.later_than(&g, t + 5) && !k.predates(epoch, t + 5));
+    }
+
+    /// The sweep keeps what matters: the expiry, and "long ago".
+    #[test]
+    fn a_clamped_head_keeps_its_expiry() {
+        let day = 86_400_000u64;
+        let h = Head::new(1_000, 1_000 + 40 * day, 7, 3);
+        let now = 1_000 + 20 * day;
+        let c = h.clamped(now);
+        assert_eq!(c.age(now), AGE_CLAMP);
+        assert_eq!(c.expires(now), h.expires(now));
+        assert_eq!(c.remaining(now), h.remaining(now));
+        let lapsed = Head::new(1_000, 1_000 + 14 * day, 7, 3).clamped(now);
+        assert!(!lapsed.is_live(now));
+        let forever = Head::new(1_000, NEVER, 7, 3).clamped(now);
+        assert!(forever.is_live(now) && forever.age(now) == AGE_CLAMP);
+        // Ages stay readable until the next sweep.
+        assert_eq!(forever.age(now + AGE_SWEEP), AGE_CLAMP + AGE_SWEEP);
     }
 }

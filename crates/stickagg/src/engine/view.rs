@@ -2,7 +2,7 @@
 //! [detail]`, table lists, refusals and warnings). Everything is computed on
 //! demand from the engine's state, so the hot paths keep no extra data.
 
-use super::table::{since, Table};
+use super::table::Table;
 use super::{Engine, PeerId};
 use bytes::Bytes;
 use peers::{TableDef, Value};
@@ -200,13 +200,13 @@ impl Engine {
         if detail {
             let w = t.layout.width;
             for (i, h) in e.heads.iter().enumerate() {
-                if h.expires() <= now {
+                if !h.is_live(now) {
                     continue;
                 }
                 let mut v = Vec::with_capacity(t.layout.slots.len());
                 t.layout.load(
                     &e.words[i * w..(i + 1) * w],
-                    since(now, h.arrived),
+                    h.age(now) as i64,
                     &self.dict,
                     &mut v,
                 );
@@ -215,7 +215,7 @@ impl Engine {
                     name: self.peer_name(h.source as PeerId),
                     values: v,
                     expire: h.remaining(now),
-                    age_ms: now.saturating_sub(h.arrived),
+                    age_ms: h.age(now),
                 });
             }
             sources.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer.cmp(&b.peer)));

@@ -389,7 +389,7 @@ fn coalescing_100_updates_of_one_key() {
     assert_eq!(out[0].values, counters(99, 99, 0, 99));
     assert!(!h.e.has_pending(0));
     // Bounded memory: the change tree holds one item per key.
-    assert_eq!(h.e.tables[0].dirty.len(), 1);
+    assert_eq!(h.e.tables[0].changes_len(), 1);
 }
 
 #[test]

@@ -382,3 +382,44 @@ fn a_change_is_computed_once_for_every_peer() {
     assert_eq!(h.drain(0, 5).len(), 1);
     assert!(h.e.tables[0].computed.is_empty());
 }
+
+/// Contributions keep the low 32 bits of their arrival instant
+/// (`table::Head`): a key that never expires must read the same after two
+/// months as after a minute, its rate long empty. Without the engine's
+/// periodic clamp of ages, the rate would come back when the low 32 bits
+/// wrap (49.7 days later) and read as 500 ms old.
+#[test]
+fn a_never_expiring_rate_stays_empty_across_the_clock_wrap() {
+    let t = def(
+        IN,
+        "/r",
+        KeyType::Ipv4,
+        4,
+        0,
+        &[("http_req_cnt", 1, 0), ("http_req_rate", 1, 10_000)],
+    );
+    let mut h = H::new(2, t);
+    let k = [1, 2, 3, 4];
+    let busy = FreqCtr {
+        elapsed: 0,
+        curr: 50,
+        prev: 0,
+    };
+    h.send(0, &k, vec![Value::U32(7), Value::Freq(busy)], 1_000);
+    let read = |h: &H, now: u64| {
+        let v = h.e.key_info("/r.agg", &k, now, false).unwrap().values;
+        (v[0].clone(), freq_of(&v[1]).read_after(0, 10_000))
+    };
+    assert_eq!(read(&h, 1_500), (Value::U32(7), 50));
+    // The hub ticks at least every second; once a day is enough here.
+    let day = 86_400_000;
+    let mut now = 1_000;
+    while now < (1 << 32) {
+        now += day;
+        h.e.tick(now);
+        assert_eq!(read(&h, now), (Value::U32(7), 0), "day {}", now / day);
+    }
+    let wrapped = (1 << 32) + 1_500;
+    h.e.tick(wrapped);
+    assert_eq!(read(&h, wrapped), (Value::U32(7), 0));
+}

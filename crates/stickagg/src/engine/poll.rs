@@ -18,6 +18,7 @@
 
 use super::table::{rebase, since, Computed};
 use super::{Engine, OutUpdate, PeerId};
+use bytes::Bytes;
 
 /// Aggregates kept per table for peers that have not polled them yet. At
 /// roughly 150 bytes each for a two-column table (the values, the map
@@ -70,7 +71,7 @@ impl Engine {
             let live = table.entry(slot).filter(|e| e.has_live(now));
             if let Some(e) = live.filter(|e| !table.no_choice_for_contributor(e, peer as u32, now))
             {
-                let (key, published) = (e.key.clone(), e.published);
+                let (key, published) = (Bytes::copy_from_slice(&e.key), e.published);
                 let (mut values, expire) = match table.computed.get(&s) {
                     Some(c) => (c.values.clone(), c.expire),
                     None => {

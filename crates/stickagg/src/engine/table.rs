@@ -14,7 +14,6 @@ use super::drift::{self, Reach};
 use super::intern::Interner;
 use super::EngineCounters;
 use ahash::RandomState;
-use bytes::Bytes;
 use hashbrown::HashTable;
 use peers::freq::FreqCtr;
 use peers::{Combine, Storage, TableDef, Update, Value};
@@ -523,8 +522,53 @@ pub(super) fn group_of(groups: Groups, source: u32) -> u32 {
     groups.and_then(|g| g.get(&source)).map_or(0, |c| c.group)
 }
 
+/// A key as stored: up to [`INLINE_KEY`] bytes in place (IPv4, IPv6,
+/// integers, short strings: what rate limits are keyed by), longer ones in a
+/// box of their own. In place, a lookup compares the key in the slab entry
+/// it reads anyway instead of following a pointer to a separate allocation:
+/// one cache miss less per update (the key compare was 6 % of the engine's
+/// profile, plus its share of the lookup), and 24 bytes instead of a
+/// `Bytes` (32) and its allocation.
+#[derive(Debug)]
+pub(super) enum StoredKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Boxed(Box<[u8]>),
+}
+
+/// Key bytes kept in place (see [`StoredKey`]).
+const INLINE_KEY: usize = 16;
+
+impl StoredKey {
+    fn new(key: &[u8]) -> StoredKey {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            StoredKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            StoredKey::Boxed(key.into())
+        }
+    }
+
+    pub(super) fn as_slice(&self) -> &[u8] {
+        match self {
+            StoredKey::Inline { len, bytes } => &bytes[..*len as usize],
+            StoredKey::Boxed(b) => b,
+        }
+    }
+}
+
+impl std::ops::Deref for StoredKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 pub(super) struct KeyEntry {
-    pub(super) key: Bytes,
+    pub(super) key: StoredKey,
     pub(super) heads: Vec<Head>,
     /// `heads.len() × layout.width` words, contribution `i` at `i × width`.
     pub(super) words: Vec<u32>,
@@ -855,11 +899,8 @@ impl Table {
     }
 
     fn insert_key(&mut self, key: &[u8]) -> u32 {
-        // A copy of our own: the update's `Bytes` may be a slice of a large
-        // receive buffer, which a clone would keep alive as long as the key.
-        let key = Bytes::copy_from_slice(key);
         let e = KeyEntry {
-            key: key.clone(),
+            key: StoredKey::new(key),
             heads: Vec::new(),
             words: Vec::new(),
             seq: 0,
@@ -878,10 +919,9 @@ impl Table {
             }
         };
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index
-            .insert_unique(hasher.hash_one(&key[..]), slot, |&s| {
-                hasher.hash_one(key_at(slab, s))
-            });
+        self.index.insert_unique(hasher.hash_one(key), slot, |&s| {
+            hasher.hash_one(key_at(slab, s))
+        });
         slot
     }
 
@@ -1134,6 +1174,19 @@ mod size_tests {
     #[test]
     fn a_head_takes_16_bytes() {
         assert_eq!(std::mem::size_of::<Head>(), 16);
+    }
+
+    /// Keys up to 16 bytes stay in place, longer ones are boxed; both read
+    /// back whole (a string key may be up to the table's `len`).
+    #[test]
+    fn a_stored_key_reads_back() {
+        for n in [0, 1, 4, 16, 17, 64] {
+            let k: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
+            let s = StoredKey::new(&k);
+            assert_eq!(s.as_slice(), &k[..]);
+            assert_eq!(matches!(s, StoredKey::Inline { .. }), n <= INLINE_KEY);
+        }
+        assert_eq!(std::mem::size_of::<StoredKey>(), 24);
     }
 
     #[test]

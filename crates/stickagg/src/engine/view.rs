@@ -221,7 +221,7 @@ impl Engine {
             sources.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer.cmp(&b.peer)));
         }
         KeyInfo {
-            key: e.key.clone(),
+            key: Bytes::copy_from_slice(&e.key),
             values,
             expire,
             sources,

@@ -266,6 +266,13 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// The event `n` places ahead of the next [`Session::poll_event`],
+    /// without taking it: lets the application start fetching what an
+    /// update will touch before its turn (see stickagg's `Engine::prefetch`).
+    pub fn peek_event(&self, n: usize) -> Option<&Event> {
+        self.events.get(n)
+    }
+
     /// Bytes to write to the socket, if any.
     pub fn transmit(&mut self) -> Option<Bytes> {
         if self.tx.is_empty() {

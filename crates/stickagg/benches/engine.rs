@@ -32,6 +32,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KEYS: usize = 100_000;
 /// Updates per chunk of bytes handed to a session (≈ 17 KB, a socket read).
 const CHUNK: usize = 1_000;
+/// How many updates ahead the engine is told what is coming (as the hub does).
+const AHEAD: usize = 4;
 const REMOTE_ID: u64 = 1;
 
 fn table() -> Arc<TableDef> {
@@ -197,6 +199,12 @@ fn feed(src: &mut Source, peer: usize, chunk: &[u8], e: Option<&mut Engine>, now
     match e {
         Some(e) => {
             while let Some(ev) = src.sess.poll_event() {
+                if let Some(Event::Update {
+                    remote_id, update, ..
+                }) = src.sess.peek_event(AHEAD)
+                {
+                    e.prefetch(peer, *remote_id, update);
+                }
                 if let Event::Update {
                     remote_id, update, ..
                 } = ev

@@ -14,7 +14,7 @@ use crate::engine::{
 };
 use crate::net::{self, ConnId, NetEvent};
 use crate::stats::{self, StatsRequest};
-use peers::session::{Role, Session, SessionConfig};
+use peers::session::{Event, Role, Session, SessionConfig};
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,6 +55,11 @@ const EVENT_BATCH_BYTES: usize = 1 << 20;
 /// was 4096 (up to 256 MiB, and about that was seen in RSS when ten nodes
 /// sent as fast as they could).
 const NET_EVENTS_QUEUED: usize = 1024;
+
+/// How many decoded updates ahead of the one being applied the engine is
+/// told what is coming (`Engine::prefetch`). 4 to 16 measured alike in the
+/// engine's criterion bench (+25-38 % from ten sources at 4).
+const PREFETCH_AHEAD: usize = 4;
 /// Concurrent peer connections (incoming and outgoing) when the
 /// configuration has no `maxconn`: beyond, new incoming connections are
 /// closed at once.
@@ -556,6 +561,17 @@ impl Hub {
             let Some(ev) = c.session.poll_event() else {
                 break;
             };
+            // Tell the engine what is coming a few updates ahead: their
+            // lookups and memory fetches then overlap (`Engine::prefetch`).
+            if let (
+                Some((s, p)),
+                Some(Event::Update {
+                    remote_id, update, ..
+                }),
+            ) = (c.peer, c.session.peek_event(PREFETCH_AHEAD))
+            {
+                self.sections[s].engine.prefetch(p, *remote_id, update);
+            }
             self.on_session_event(id, ev, now);
         }
         self.flush(id);

@@ -754,6 +754,21 @@ impl Engine {
         }
     }
 
+    /// A hint that [`update`](Self::update) will soon be called with these
+    /// arguments: looks the key up and asks the CPU to fetch its
+    /// contributions. Changes nothing. Ingest is bound by memory latency
+    /// (a table of millions of keys does not fit in any cache): called a few
+    /// updates ahead, the misses of several updates overlap instead of
+    /// following one another.
+    pub fn prefetch(&self, peer: PeerId, remote_id: u64, update: &Update) {
+        let binding = self.peers.get(&peer).and_then(|p| p.binding(remote_id));
+        if let Some(Binding::Input { table, .. }) = binding {
+            if let Some(t) = self.tables.get(table as usize) {
+                t.prefetch(&update.key);
+            }
+        }
+    }
+
     /// One update of a table previously defined by this peer on this
     /// connection.
     pub fn update(&mut self, peer: PeerId, remote_id: u64, update: &Update, now: u64) {

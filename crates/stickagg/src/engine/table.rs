@@ -53,6 +53,17 @@ fn key_at(slab: &[Option<KeyEntry>], slot: u32) -> &[u8] {
         .map_or(&[], |e| &e.key[..])
 }
 
+/// Asks the CPU to bring the cache line at `p` in, without waiting for it.
+fn prefetch_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Whether `slot` holds a key whose latest change took sequence `seq` (a
 /// live entry of the change sequence, see `changes.rs`).
 fn is_current(slab: &[Option<KeyEntry>], seq: u64, slot: u32) -> bool {
@@ -759,6 +770,16 @@ impl Table {
 
     pub(super) fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
         self.slab.iter().flatten()
+    }
+
+    /// See [`Engine::prefetch`](super::Engine::prefetch): the lookup itself
+    /// (index and slab entry) runs now, out of order with the work around
+    /// it, and the contributions are requested from memory.
+    pub(super) fn prefetch(&self, key: &[u8]) {
+        if let Some(e) = self.slot_of(key).and_then(|s| self.entry(s)) {
+            prefetch_read(e.heads.as_ptr().cast());
+            prefetch_read(e.words.as_ptr().cast());
+        }
     }
 
     /// Stores `source`'s latest values for a key. Changes nothing when the

@@ -175,6 +175,25 @@ fn counters_sum_across_three_peers() {
     assert_eq!(h.e.counters().updates, 5);
 }
 
+/// `prefetch` is a hint: for a known key, an unknown key, an unbound table
+/// or an unknown peer it changes nothing anyone can see.
+#[test]
+fn prefetch_changes_nothing() {
+    let mut h = H::new(2, counters_def());
+    let k = [10, 0, 0, 1];
+    h.send(0, &k, counters(5, 1, 2, 100), 1);
+    let _ = h.drain(1, 1);
+    let before = (h.agg(&k, 2), h.e.counters().updates, h.e.has_pending(1));
+    for (peer, id, key) in [(0, IN, k), (1, IN, [9, 9, 9, 9]), (0, 77, k), (42, IN, k)] {
+        h.e.prefetch(peer, id, &upd(&key, counters(1, 1, 1, 1)));
+    }
+    assert_eq!(
+        (h.agg(&k, 2), h.e.counters().updates, h.e.has_pending(1)),
+        before
+    );
+    assert!(h.agg(&[9, 9, 9, 9], 2).is_none());
+}
+
 #[test]
 fn output_definition_copies_the_input_shape() {
     let mut input = (*counters_def()).clone();

@@ -69,9 +69,27 @@ pub(super) fn republish_in(
     }
     let p = period as i64;
     let window = |f: &FreqCtr, at: i64| f.window_after(at, period);
+    // The first boundary of a counter `d` ms into its period that is still
+    // ahead `x` ms after publication.
+    let next_boundary = |d: i64, x: i64| {
+        [p, 2 * p]
+            .into_iter()
+            .map(move |b| b.saturating_sub(d))
+            .find(|&b| b > x)
+    };
     let mut then = Window::default();
+    // The sources' first boundary after publication, found with the windows
+    // summed here: at publication (every change plans from there, with
+    // `Reach::FirstBoundary`) they are not computed a second time.
+    let mut first_source = None::<i64>;
     for (f, since) in sources {
-        then += window(f, *since);
+        let w = window(f, *since);
+        if w.total != 0 {
+            if let Some(b) = next_boundary(f.elapsed_signed().saturating_add(*since), 0) {
+                first_source = Some(first_source.map_or(b, |m| m.min(b)));
+            }
+        }
+        then += w;
     }
     if then.total == 0 {
         return None;
@@ -128,7 +146,13 @@ pub(super) fn republish_in(
             .filter(move |&b| live && b > x)
     };
     if reach == Reach::FirstBoundary {
-        let first = (0..=n).filter_map(|i| ahead(i, x0).next()).min();
+        let first = match x0 {
+            0 => {
+                let published = ahead(n, 0).next();
+                [first_source, published].into_iter().flatten().min()
+            }
+            _ => (0..=n).filter_map(|i| ahead(i, x0).next()).min(),
+        };
         let rate = slope_sum - slope_pub;
         let cross = first_crossing(drift, rate, threshold).map(|c| (c - 1).max(1));
         let until = first.map(|b| (b - x0) as i128);

@@ -2,7 +2,9 @@
 //!
 //! Every connection gets a reader task and a writer task. The reader
 //! forwards whatever it reads to the hub (`server.rs`), which owns all
-//! protocol state; the writer writes what the hub hands it. The hub keeps
+//! protocol state; the writer writes what the hub hands it. On plain TCP
+//! the hub first tries a non-blocking write itself, and only what the
+//! socket does not take goes to the writer (see [`ConnHandle::send`]). The hub keeps
 //! count of the bytes handed to a writer and not yet written
 //! ([`ConnHandle::inflight`]), so a peer that stops reading stops receiving
 //! new updates instead of growing a queue: its pending changes stay
@@ -21,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -156,6 +159,9 @@ enum WriterCmd {
 /// The hub's end of a connection.
 pub struct ConnHandle {
     tx: mpsc::UnboundedSender<WriterCmd>,
+    /// Plain TCP: the socket's write half, which the hub writes to itself
+    /// when nothing is waiting in the writer task (see [`ConnHandle::send`]).
+    direct: Option<Arc<OwnedWriteHalf>>,
     inflight: Arc<AtomicUsize>,
     /// Bytes read from the socket and not yet handled by the hub.
     queued: Arc<AtomicUsize>,
@@ -164,15 +170,35 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    /// Queues bytes for writing.
-    pub fn send(&self, bytes: Bytes) {
-        self.inflight.fetch_add(bytes.len(), Ordering::Relaxed);
+    /// Writes bytes, or queues them for the writer task.
+    ///
+    /// On plain TCP with nothing queued, the hub writes to the socket
+    /// itself (a non-blocking write): handing every batch to a task cost a
+    /// wake-up and a context switch per write, most of stickagg's CPU at
+    /// moderate rates. What the socket does not take goes to the writer
+    /// task. Order is kept: the hub writes only when the writer has
+    /// written everything it was given (`inflight` is decremented after
+    /// the write).
+    pub fn send(&self, mut bytes: Bytes) {
+        if let Some(w) = &self.direct {
+            if self.inflight.load(Ordering::Acquire) == 0 {
+                match w.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => return,
+                    Ok(n) => drop(bytes.split_to(n)),
+                    // Would block, or failed: the writer task waits for the
+                    // socket, or meets the error and ends (the reader
+                    // reports the connection's end).
+                    Err(_) => {}
+                }
+            }
+        }
+        self.inflight.fetch_add(bytes.len(), Ordering::AcqRel);
         let _ = self.tx.send(WriterCmd::Data(bytes));
     }
 
     /// Bytes queued and not yet written to the socket.
     pub fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Relaxed)
+        self.inflight.load(Ordering::Acquire)
     }
 
     /// Bytes read from the socket that the hub has not handled yet: while
@@ -204,26 +230,67 @@ pub fn spawn_conn(conn: ConnId, stream: PeerStream, events: mpsc::Sender<NetEven
     match stream.transport {
         Transport::Tcp(s) => {
             let (rd, wr) = s.into_split();
-            spawn_io(conn, rd, wr, events, peer_cert)
+            spawn_io(conn, rd, WriteSide::Tcp(Arc::new(wr)), events, peer_cert)
         }
         Transport::Tls(s) => {
             let (rd, wr) = tokio::io::split(s);
-            spawn_io(conn, rd, wr, events, peer_cert)
+            spawn_io(conn, rd, WriteSide::Stream(Box::new(wr)), events, peer_cert)
         }
     }
 }
 
-fn spawn_io<R, W>(
+/// Where a connection's writer task writes.
+enum WriteSide {
+    /// Plain TCP: shared with the hub, which writes directly when it can.
+    /// The socket's write side is shut down (FIN) when the last of the two
+    /// is dropped (tokio's `OwnedWriteHalf` does it on drop).
+    Tcp(Arc<OwnedWriteHalf>),
+    /// TLS: only the writer task writes (the TLS state is not shareable).
+    Stream(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl WriteSide {
+    async fn write_all(&mut self, mut b: &[u8]) -> std::io::Result<()> {
+        match self {
+            WriteSide::Tcp(w) => {
+                while !b.is_empty() {
+                    w.writable().await?;
+                    match w.try_write(b) {
+                        Ok(n) => b = &b[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            WriteSide::Stream(w) => w.write_all(b).await,
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            WriteSide::Tcp(w) => drop(w),
+            WriteSide::Stream(mut w) => {
+                let _ = w.shutdown().await;
+            }
+        }
+    }
+}
+
+fn spawn_io<R>(
     conn: ConnId,
     mut rd: R,
-    mut wr: W,
+    mut wr: WriteSide,
     events: mpsc::Sender<NetEvent>,
     peer_cert: Option<CertificateDer<'static>>,
 ) -> ConnHandle
 where
     R: AsyncRead + Send + Unpin + 'static,
-    W: AsyncWrite + Send + Unpin + 'static,
 {
+    let direct = match &wr {
+        WriteSide::Tcp(w) => Some(w.clone()),
+        WriteSide::Stream(_) => None,
+    };
     let queued = Arc::new(AtomicUsize::new(0));
     let in_queue = queued.clone();
     let reader = tokio::spawn(async move {
@@ -258,10 +325,10 @@ where
                     if wr.write_all(&b).await.is_err() {
                         break;
                     }
-                    counter.fetch_sub(b.len(), Ordering::Relaxed);
+                    counter.fetch_sub(b.len(), Ordering::Release);
                 }
                 WriterCmd::Close => {
-                    let _ = wr.shutdown().await;
+                    wr.shutdown().await;
                     break;
                 }
             }
@@ -269,6 +336,7 @@ where
     });
     ConnHandle {
         tx,
+        direct,
         inflight,
         queued,
         reader,

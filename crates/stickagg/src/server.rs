@@ -315,6 +315,13 @@ impl Hub {
             if let Some(t) = self.change_since.take() {
                 self.push_delay.observe(t.elapsed().as_secs_f64());
             }
+            // Let the connections' tasks run: they share this thread (see
+            // `run`). Taking input with `try_recv` does not count against
+            // tokio's cooperative budget, so without this the hub could go
+            // on for 128 rounds of up to 1 MiB each (seconds) while readers
+            // with a peer's heartbeats waiting never ran, and that peer
+            // would be taken for silent.
+            tokio::task::yield_now().await;
         }
         info!("stopping: closing {} sessions", self.conns.len());
         for (_, c) in self.conns.drain() {

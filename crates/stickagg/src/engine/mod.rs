@@ -9,7 +9,7 @@
 //!
 //! How changes reach the peers: like HAProxy's update tree. Every change of
 //! a key's aggregate gives it a new, engine-wide sequence number; each output
-//! table keeps a `BTreeMap<seq, key>` holding each key once; each peer has a
+//! table keeps a sequence holding each key once (`changes.rs`); each peer has a
 //! cursor (last sequence sent) per output table. Polling walks from the
 //! cursor; each change is computed once, as of when it happened, and sent
 //! to every peer re-based to when it polls (`poll.rs`). There are no

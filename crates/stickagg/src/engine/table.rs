@@ -3,7 +3,7 @@
 //! each key's timer.
 //!
 //! Storage is flat on purpose: a key holds one small header per source
-//! ([`Head`], 24 bytes) and one block of `u32` words per source laid out by
+//! ([`Head`], 16 bytes) and one block of `u32` words per source laid out by
 //! the table's [`Layout`], in two `Vec`s. Values are never kept as
 //! [`Value`]s (40 bytes each, with a heap string for `server_key`): the
 //! engine may hold millions of keys times tens of sources.

@@ -414,8 +414,11 @@ pub(super) struct Head {
 const NO_EXPIRY: u32 = u32::MAX;
 
 /// Ages above this are cut to it by [`Table::clamp_ages`] (12.4 days: any
-/// rate window of a period up to 6 days is empty by then, and a lifetime is
-/// kept whole). See [`Head`].
+/// rate window of a period up to 6.2 days is empty by then, and a lifetime
+/// is kept whole). See [`Head`]. The one thing it changes: a contribution
+/// with a longer rate period, not updated for more than 12.4 days, reads as
+/// 12.4 to 18.6 days old, so its window may not reach 0 (HAProxy's rate
+/// periods are seconds to hours in practice).
 pub(super) const AGE_CLAMP: u64 = 1 << 30;
 
 /// How often the engine runs [`Table::clamp_ages`] (6.2 days): ages then

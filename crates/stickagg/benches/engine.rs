@@ -32,7 +32,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KEYS: usize = 100_000;
 /// Updates per chunk of bytes handed to a session (≈ 17 KB, a socket read).
 const CHUNK: usize = 1_000;
-/// How many updates ahead the engine is told what is coming (as the hub does).
+/// Which queued event the engine is told about while one is applied (the
+/// hub's `PREFETCH_AHEAD`).
 const AHEAD: usize = 4;
 const REMOTE_ID: u64 = 1;
 

@@ -56,9 +56,10 @@ const EVENT_BATCH_BYTES: usize = 1 << 20;
 /// sent as fast as they could).
 const NET_EVENTS_QUEUED: usize = 1024;
 
-/// How many decoded updates ahead of the one being applied the engine is
-/// told what is coming (`Engine::prefetch`). 4 to 16 measured alike in the
-/// engine's criterion bench (+25-38 % from ten sources at 4).
+/// Which queued event the engine is told about (`Engine::prefetch`) while
+/// the one just taken is applied: the one at this index of the session's
+/// queue, i.e. this many events plus one ahead. 4 to 16 measured alike in
+/// the engine's criterion bench (+25-38 % from ten sources at 4).
 const PREFETCH_AHEAD: usize = 4;
 /// Concurrent peer connections (incoming and outgoing) when the
 /// configuration has no `maxconn`: beyond, new incoming connections are
@@ -75,9 +76,8 @@ pub fn run(config: Config, _args: Args) -> ExitCode {
     // a context switch per socket event, and readers queued input faster
     // than the hub could handle it. Measured on 2 cores against the pool,
     // alternating builds: 9.9 against 10.8 CPU s per million updates at
-    // 100k updates/s; as fast as possible 1.41-1.47 against 1.37 M/s, with
-    // totals exact 0.5-0.7 s after the load instead of 4 s; 1000 peers at
-    // 100/s, convergence p50 3.5 s against 7.7 s. The hub is one thread
+    // 100k updates/s; 1000 peers at 100/s, convergence p50 3.1-4.0 s
+    // against 7.7 s (BENCHMARKS.md, "Seventh round"). The hub is one thread
     // anyway; what this gives up is TLS work (handshakes, encryption) on
     // other cores, and DNS lookups still run on tokio's blocking pool.
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -69,14 +69,9 @@ pub(super) fn republish_in(
     }
     let p = period as i64;
     let window = |f: &FreqCtr, at: i64| f.window_after(at, period);
-    // The first boundary of a counter `d` ms into its period that is still
-    // ahead `x` ms after publication.
-    let next_boundary = |d: i64, x: i64| {
-        [p, 2 * p]
-            .into_iter()
-            .map(move |b| b.saturating_sub(d))
-            .find(|&b| b > x)
-    };
+    // The two boundaries (elapsed P and 2P) of a counter `d` ms into its
+    // period, in ms after publication.
+    let boundaries = |d: i64| [p, 2 * p].map(|b| b.saturating_sub(d));
     let mut then = Window::default();
     // The sources' first boundary after publication, found with the windows
     // summed here: at publication (every change plans from there, with
@@ -85,7 +80,8 @@ pub(super) fn republish_in(
     for (f, since) in sources {
         let w = window(f, *since);
         if w.total != 0 {
-            if let Some(b) = next_boundary(f.elapsed_signed().saturating_add(*since), 0) {
+            let d = f.elapsed_signed().saturating_add(*since);
+            if let Some(b) = boundaries(d).into_iter().find(|&b| b > 0) {
                 first_source = Some(first_source.map_or(b, |m| m.min(b)));
             }
         }
@@ -140,10 +136,7 @@ pub(super) fn republish_in(
         let (f, since) = at(i);
         let live = window(&f, since.saturating_add(x)).total != 0;
         let d = f.elapsed_signed().saturating_add(since);
-        [p, 2 * p]
-            .into_iter()
-            .map(move |b| b.saturating_sub(d))
-            .filter(move |&b| live && b > x)
+        boundaries(d).into_iter().filter(move |&b| live && b > x)
     };
     if reach == Reach::FirstBoundary {
         let first = match x0 {

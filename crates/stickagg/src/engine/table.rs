@@ -427,7 +427,7 @@ pub(super) const AGE_SWEEP: u64 = 1 << 29;
 
 /// Where a source's latest connection began, in the terms of [`Head`]: the
 /// instant and the receive stamp of its first update.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Epoch {
     pub(super) at: u64,
     pub(super) stamp: u64,
@@ -573,19 +573,15 @@ impl StoredKey {
             StoredKey::Boxed(key.into())
         }
     }
-
-    pub(super) fn as_slice(&self) -> &[u8] {
-        match self {
-            StoredKey::Inline { len, bytes } => &bytes[..*len as usize],
-            StoredKey::Boxed(b) => b,
-        }
-    }
 }
 
 impl std::ops::Deref for StoredKey {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.as_slice()
+        match self {
+            StoredKey::Inline { len, bytes } => &bytes[..*len as usize],
+            StoredKey::Boxed(b) => b,
+        }
     }
 }
 
@@ -1215,7 +1211,7 @@ mod size_tests {
         for n in [0, 1, 4, 16, 17, 64] {
             let k: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
             let s = StoredKey::new(&k);
-            assert_eq!(s.as_slice(), &k[..]);
+            assert_eq!(&*s, &k[..]);
             assert_eq!(matches!(s, StoredKey::Inline { .. }), n <= INLINE_KEY);
         }
         assert_eq!(std::mem::size_of::<StoredKey>(), 24);

@@ -32,9 +32,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KEYS: usize = 100_000;
 /// Updates per chunk of bytes handed to a session (≈ 17 KB, a socket read).
 const CHUNK: usize = 1_000;
-/// Which queued event the engine is told about while one is applied (the
-/// hub's `PREFETCH_AHEAD`).
+/// Which queued events the engine is told about while one is applied (the
+/// hub's `PREFETCH_AHEAD` and `PREFETCH_ENTRY_AHEAD`).
 const AHEAD: usize = 4;
+const ENTRY_AHEAD: usize = 2 * AHEAD;
 const REMOTE_ID: u64 = 1;
 
 fn table() -> Arc<TableDef> {
@@ -200,6 +201,12 @@ fn feed(src: &mut Source, peer: usize, chunk: &[u8], e: Option<&mut Engine>, now
     match e {
         Some(e) => {
             while let Some(ev) = src.sess.poll_event() {
+                if let Some(Event::Update {
+                    remote_id, update, ..
+                }) = src.sess.peek_event(ENTRY_AHEAD)
+                {
+                    e.prefetch_entry(peer, *remote_id, update);
+                }
                 if let Some(Event::Update {
                     remote_id, update, ..
                 }) = src.sess.peek_event(AHEAD)

@@ -80,6 +80,7 @@ mod admin;
 mod changes;
 mod combine;
 mod drift;
+mod index;
 mod intern;
 mod mapping;
 mod poll;
@@ -760,12 +761,28 @@ impl Engine {
     /// (a table of millions of keys does not fit in any cache): called a few
     /// updates ahead, the misses of several updates overlap instead of
     /// following one another.
+    ///
+    /// The lookup reads the key's slab entry, itself a miss: call
+    /// [`prefetch_entry`](Self::prefetch_entry) for the same update a few
+    /// updates earlier still, so that it is in cache by then.
     pub fn prefetch(&self, peer: PeerId, remote_id: u64, update: &Update) {
-        let binding = self.peers.get(&peer).and_then(|p| p.binding(remote_id));
-        if let Some(Binding::Input { table, .. }) = binding {
-            if let Some(t) = self.tables.get(table as usize) {
-                t.prefetch(&update.key);
-            }
+        if let Some(t) = self.input_table(peer, remote_id) {
+            t.prefetch(&update.key);
+        }
+    }
+
+    /// The first of the two hints (see [`prefetch`](Self::prefetch)): reads
+    /// only the index and asks the CPU to fetch the key's slab entry.
+    pub fn prefetch_entry(&self, peer: PeerId, remote_id: u64, update: &Update) {
+        if let Some(t) = self.input_table(peer, remote_id) {
+            t.prefetch_entry(&update.key);
+        }
+    }
+
+    fn input_table(&self, peer: PeerId, remote_id: u64) -> Option<&Table> {
+        match self.peers.get(&peer)?.binding(remote_id)? {
+            Binding::Input { table, .. } => self.tables.get(table as usize),
+            _ => None,
         }
     }
 

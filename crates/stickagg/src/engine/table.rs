@@ -11,10 +11,10 @@
 use super::changes::Changes;
 use super::combine::{combine, representatives};
 use super::drift::{self, Reach};
+use super::index::KeyIndex;
 use super::intern::Interner;
 use super::EngineCounters;
 use ahash::RandomState;
-use hashbrown::HashTable;
 use peers::freq::FreqCtr;
 use peers::{Combine, Storage, TableDef, Update, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -54,21 +54,22 @@ fn key_at(slab: &[Option<KeyEntry>], slot: u32) -> &[u8] {
 }
 
 /// Asks the CPU to bring the cache lines of `v` in, without waiting for
-/// them (all of them: ten sources' headers or values span three lines, and
-/// the drift plan reads every source's).
+/// them (all of them: ten sources' headers or values span three lines, the
+/// drift plan reads every source's, and a slab entry straddles two or three).
 fn prefetch_slice<T>(v: &[T]) {
-    let p = v.as_ptr().cast::<u8>();
-    for off in (0..std::mem::size_of_val(v)).step_by(64) {
+    let start = v.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(v);
+    for line in (start & !63..end).step_by(64) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch is a hint: it never faults, whatever the
-        // address; `off` stays within `v` anyway.
+        // address; the lines are `v`'s anyway.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                p.add(off).cast(),
+                line as *const i8,
             );
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (p, off);
+        let _ = line;
     }
 }
 
@@ -637,12 +638,11 @@ pub(super) struct Table {
     /// The peer whose definition fixed the shape (named in refusals).
     pub(super) announced_by: String,
     pub(super) layout: Layout,
-    /// Key → slot. It stores only the 4-byte slot and hashes and compares
+    /// Key → slot. It stores the slot and 32 bits of hash and compares
     /// through the slab's key: a map keyed by `Bytes` took 40 bytes per key
     /// (at the usual 50–87 % load, 45–80 bytes), the largest item of a key's
     /// own memory after its contributions.
-    index: HashTable<u32>,
-    hasher: RandomState,
+    index: KeyIndex,
     /// Keys by slot; freed slots are reused, so timers and the change
     /// sequence refer to keys by a 4-byte slot rather than a cloned key.
     slab: Vec<Option<KeyEntry>>,
@@ -697,8 +697,7 @@ impl Table {
             shape: input,
             out_def,
             announced_by: by,
-            index: HashTable::new(),
-            hasher: RandomState::new(),
+            index: KeyIndex::new(),
             slab: Vec::new(),
             free: Vec::new(),
             changes: Changes::default(),
@@ -727,7 +726,7 @@ impl Table {
     pub(super) fn clear(&mut self, ctx: &mut Ctx, key: Option<&[u8]>) -> usize {
         let slots: Vec<u32> = match key {
             Some(k) => self.slot_of(k).into_iter().collect(),
-            None => self.index.iter().copied().collect(),
+            None => self.index.slots().collect(),
         };
         for &slot in &slots {
             self.remove_key(ctx, slot);
@@ -745,10 +744,7 @@ impl Table {
 
     /// The slot holding `key`.
     fn slot_of(&self, key: &[u8]) -> Option<u32> {
-        let slab = &self.slab;
-        self.index
-            .find(self.hasher.hash_one(key), |&s| key_at(slab, s) == key)
-            .copied()
+        self.index.find(key, |s| key_at(&self.slab, s))
     }
 
     /// Keys in the change sequence.
@@ -777,6 +773,18 @@ impl Table {
 
     pub(super) fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
         self.slab.iter().flatten()
+    }
+
+    /// See [`Engine::prefetch_entry`](super::Engine::prefetch_entry): reads
+    /// the index only, and requests the slab entry the key most likely has.
+    pub(super) fn prefetch_entry(&self, key: &[u8]) {
+        if let Some(e) = self
+            .index
+            .probe(key)
+            .and_then(|s| self.slab.get(s as usize))
+        {
+            prefetch_slice(std::slice::from_ref(e));
+        }
     }
 
     /// See [`Engine::prefetch`](super::Engine::prefetch): the lookup itself
@@ -946,10 +954,7 @@ impl Table {
                 (self.slab.len() - 1) as u32
             }
         };
-        let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.insert_unique(hasher.hash_one(key), slot, |&s| {
-            hasher.hash_one(key_at(slab, s))
-        });
+        self.index.insert(key, slot);
         slot
     }
 
@@ -1044,12 +1049,7 @@ impl Table {
         while !e.heads.is_empty() {
             remove_contrib(&self.layout, &mut e, 0, ctx.dict, &mut self.per_source);
         }
-        if let Ok(found) = self
-            .index
-            .find_entry(self.hasher.hash_one(&e.key[..]), |&s| s == slot)
-        {
-            found.remove();
-        }
+        self.index.remove(&e.key, slot);
         self.free.push(slot);
     }
 

@@ -113,7 +113,9 @@ pub struct Hub {
     /// Accept tasks by listener index; `None` once a reload stopped one.
     pub listener_tasks: Vec<Option<tokio::task::JoinHandle<()>>>,
     pub reloads: u64,
-    pub conns: HashMap<ConnId, Conn>,
+    /// `ahash`: looked up for every event the hub handles (std's SipHash
+    /// showed in the profile).
+    pub conns: HashMap<ConnId, Conn, ahash::RandomState>,
     next_conn: ConnId,
     pub(crate) events_tx: mpsc::Sender<NetEvent>,
     events_rx: mpsc::Receiver<NetEvent>,
@@ -235,7 +237,7 @@ impl Hub {
             listeners,
             listener_tasks,
             reloads: 0,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             next_conn: 1,
             events_tx,
             events_rx,

@@ -23,7 +23,7 @@ use peers::{
 use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::Arc;
-use stickagg::engine::{Engine, EngineConfig, PeerRole, TableVerdict};
+use stickagg::engine::{Engine, EngineConfig, PeerRole, Prefetch, TableVerdict};
 
 /// The allocator the `stickagg` binary ships with (see its `main.rs`).
 #[global_allocator]
@@ -32,10 +32,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KEYS: usize = 100_000;
 /// Updates per chunk of bytes handed to a session (≈ 17 KB, a socket read).
 const CHUNK: usize = 1_000;
-/// Which queued events the engine is told about while one is applied (the
-/// hub's `PREFETCH_AHEAD` and `PREFETCH_ENTRY_AHEAD`).
-const AHEAD: usize = 4;
-const ENTRY_AHEAD: usize = 2 * AHEAD;
+/// Which queued events the engine is told about while one is applied, per
+/// stage (the hub's `PREFETCH`).
+const PREFETCH: [(Prefetch, usize); 3] = [
+    (Prefetch::Index, 12),
+    (Prefetch::Entry, 8),
+    (Prefetch::Contributions, 4),
+];
 const REMOTE_ID: u64 = 1;
 
 fn table() -> Arc<TableDef> {
@@ -201,17 +204,13 @@ fn feed(src: &mut Source, peer: usize, chunk: &[u8], e: Option<&mut Engine>, now
     match e {
         Some(e) => {
             while let Some(ev) = src.sess.poll_event() {
-                if let Some(Event::Update {
-                    remote_id, update, ..
-                }) = src.sess.peek_event(ENTRY_AHEAD)
-                {
-                    e.prefetch_entry(peer, *remote_id, update);
-                }
-                if let Some(Event::Update {
-                    remote_id, update, ..
-                }) = src.sess.peek_event(AHEAD)
-                {
-                    e.prefetch(peer, *remote_id, update);
+                for (stage, ahead) in PREFETCH {
+                    if let Some(Event::Update {
+                        remote_id, update, ..
+                    }) = src.sess.peek_event(ahead)
+                    {
+                        e.prefetch(stage, peer, *remote_id, update);
+                    }
                 }
                 if let Event::Update {
                     remote_id, update, ..

@@ -1,33 +1,46 @@
 //! A table's key → slot index.
 //!
-//! Each entry is 8 bytes: the slot and 32 bits of the key's hash. The hash
-//! bits serve two purposes:
+//! Ingest is bound by memory latency: with millions of keys neither the
+//! index nor the slab fits in any cache, and a lookup is a chain of misses
+//! (index, then the slab entry to compare the key, then the contributions).
+//! The hub breaks the chain by asking for each link several updates ahead
+//! (`Engine::prefetch`), which needs two things a general hash map does not
+//! give (`hashbrown`, used before, spent 28 % of a 1M-key fill waiting on its
+//! buckets):
 //!
-//! - Growing the index rehashes from them alone, without reading the keys.
-//! - A probe can name the slot a key most likely has without comparing
-//!   the key, which lives in the slab entry. Ingest is bound by memory latency,
-//!   and the slab entry is a cache miss of its own (millions of keys fit in no
-//!   cache). [`KeyIndex::probe`] lets the hub ask for that entry several
-//!   updates ahead, as a hint, so it no longer waits on it in turn. A false
-//!   match (one in 2^32 per entry compared) costs one useless prefetch.
+//! - [`KeyIndex::prefetch`]: the address of a key's bucket from its hash
+//!   alone, so that the bucket can be requested first;
+//! - [`KeyIndex::probe`]: the slot a key most likely has, from the bucket
+//!   alone, so that the slab entry can be requested next without comparing
+//!   the key. Each entry holds 32 bits of the key's hash beside the slot; a
+//!   false match (one in 2^32 per entry compared) costs one useless prefetch.
 //!
-//! `hashbrown` places and tags entries from a 64-bit hash. Ours is the 32
-//! stored bits, spread over 64 by an odd multiplier: its low bits choose
-//! the bucket and its top 7 bits are the tag. Both depend on the stored bits
-//! only, so the rehash finds the same buckets and tags as the insert did.
-//! 32 bits tell 2^32 buckets apart, far more than `max-entries` allows.
+//! So this is a plain open-addressing table: 8-byte entries
+//! (`hash << 32 | slot`), linear probing from the bucket that the top bits
+//! of the spread hash name, at most 3/4 full, deletion by shifting the
+//! entries behind back (no tombstones). Growing rehashes from the stored
+//! hash bits, without reading a key. At 1M keys it takes 16 MiB (2^21
+//! entries), about what `hashbrown` took.
 
 use ahash::RandomState;
-use hashbrown::HashTable;
+
+/// An empty bucket. A real entry never equals it: slots stay below
+/// `u32::MAX` (see [`KeyIndex::insert`]).
+const EMPTY: u64 = u64::MAX;
+/// The first allocation, in buckets.
+const MIN_BUCKETS: usize = 16;
 
 pub(super) struct KeyIndex {
-    /// `hash << 32 | slot`.
-    entries: HashTable<u64>,
+    /// `hash << 32 | slot`, or [`EMPTY`]; a power of two long (or empty).
+    entries: Vec<u64>,
+    /// 64 − log2(buckets): the home bucket is the spread hash's top bits.
+    shift: u32,
+    len: usize,
     hasher: RandomState,
 }
 
-/// Spreads 32 bits of hash over the 64 `hashbrown` looks at (Fibonacci
-/// hashing's multiplier: odd, so no two inputs meet).
+/// Spreads 32 bits of hash over 64 (Fibonacci hashing's multiplier: odd,
+/// so no two inputs meet), so that its top bits are all mixed.
 fn spread(h: u32) -> u64 {
     (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
@@ -43,13 +56,15 @@ fn slot_of(e: u64) -> u32 {
 impl KeyIndex {
     pub(super) fn new() -> KeyIndex {
         KeyIndex {
-            entries: HashTable::new(),
+            entries: Vec::new(),
+            shift: 64,
+            len: 0,
             hasher: RandomState::new(),
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     fn hash(&self, key: &[u8]) -> u32 {
@@ -57,44 +72,126 @@ impl KeyIndex {
         (h >> 32) as u32 ^ h as u32
     }
 
+    fn mask(&self) -> usize {
+        self.entries.len().wrapping_sub(1)
+    }
+
+    fn home(&self, h: u32) -> usize {
+        // `shift` is 64 only while empty, where nothing is looked up.
+        (spread(h) >> self.shift) as usize
+    }
+
+    /// The position of the first entry from `h`'s home bucket that `hit`
+    /// accepts, if any before an empty bucket.
+    fn position(&self, h: u32, hit: impl Fn(u64) -> bool) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = self.home(h);
+        loop {
+            let e = self.entries[i];
+            if e == EMPTY {
+                return None;
+            }
+            if hit(e) {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// The slot holding `key`: `key_at` gives the key a slot holds.
     pub(super) fn find<'k>(&self, key: &[u8], key_at: impl Fn(u32) -> &'k [u8]) -> Option<u32> {
         let h = self.hash(key);
-        self.entries
-            .find(spread(h), |&e| hash_of(e) == h && key_at(slot_of(e)) == key)
-            .map(|&e| slot_of(e))
+        self.position(h, |e| hash_of(e) == h && key_at(slot_of(e)) == key)
+            .map(|i| slot_of(self.entries[i]))
     }
 
     /// The slot that most likely holds `key`, judged by the hash alone
     /// (reads the index, never a key): for prefetching only.
     pub(super) fn probe(&self, key: &[u8]) -> Option<u32> {
         let h = self.hash(key);
-        self.entries
-            .find(spread(h), |&e| hash_of(e) == h)
-            .map(|&e| slot_of(e))
+        self.position(h, |e| hash_of(e) == h)
+            .map(|i| slot_of(self.entries[i]))
     }
 
-    /// Adds `key` at `slot`; the key must not be in the index.
+    /// Asks the CPU to fetch `key`'s home bucket, without waiting for it.
+    pub(super) fn prefetch(&self, key: &[u8]) {
+        if self.len != 0 {
+            let i = self.home(self.hash(key));
+            super::table::prefetch_slice(&self.entries[i..i + 1]);
+        }
+    }
+
+    /// Adds `key` at `slot`; the key must not be in the index, and `slot`
+    /// must be below `u32::MAX` (the slab never holds that many keys:
+    /// `max-entries` is a u32 and a table's slots are reused).
     pub(super) fn insert(&mut self, key: &[u8], slot: u32) {
+        debug_assert!(slot != u32::MAX);
+        if (self.len + 1) * 4 > self.entries.len() * 3 {
+            self.grow();
+        }
         let h = self.hash(key);
-        self.entries
-            .insert_unique(spread(h), (h as u64) << 32 | slot as u64, |&e| {
-                spread(hash_of(e))
-            });
+        self.place((h as u64) << 32 | slot as u64);
+        self.len += 1;
+    }
+
+    fn place(&mut self, e: u64) {
+        let mask = self.mask();
+        let mut i = self.home(hash_of(e));
+        while self.entries[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.entries[i] = e;
+    }
+
+    fn grow(&mut self) {
+        let buckets = (self.entries.len() * 2).max(MIN_BUCKETS);
+        let old = std::mem::replace(&mut self.entries, vec![EMPTY; buckets]);
+        self.shift = 64 - buckets.trailing_zeros();
+        for e in old.into_iter().filter(|&e| e != EMPTY) {
+            self.place(e);
+        }
     }
 
     /// Removes `key`, known to be at `slot`.
     pub(super) fn remove(&mut self, key: &[u8], slot: u32) {
-        if let Ok(found) = self
-            .entries
-            .find_entry(spread(self.hash(key)), |&e| slot_of(e) == slot)
-        {
-            found.remove();
+        let Some(mut hole) = self.position(self.hash(key), |e| slot_of(e) == slot) else {
+            return;
+        };
+        // Move back every entry of the run behind that the hole would cut
+        // off from its home bucket (Knuth's algorithm R), so that lookups
+        // can still stop at the first empty bucket.
+        let mask = self.mask();
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.entries[j];
+            if e == EMPTY {
+                break;
+            }
+            let home = self.home(hash_of(e));
+            // Whether `home` lies cyclically in (hole, j]: then it stays.
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.entries[hole] = e;
+                hole = j;
+            }
         }
+        self.entries[hole] = EMPTY;
+        self.len -= 1;
     }
 
     pub(super) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.entries.iter().map(|&e| slot_of(e))
+        self.entries
+            .iter()
+            .filter(|&&e| e != EMPTY)
+            .map(|&e| slot_of(e))
     }
 }
 

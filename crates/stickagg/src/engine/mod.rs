@@ -330,6 +330,18 @@ const TICK_BUDGET: usize = 512;
 /// A few here keep a poll from sending a value whose expiry is just due.
 const POLL_TICK_BUDGET: usize = 64;
 
+/// The stages of [`Engine::prefetch`], in the order an update should be
+/// given to them, each reading what the one before brought in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// The key's bucket in the table's index (from its hash alone).
+    Index,
+    /// The key's entry in the table (from the index alone).
+    Entry,
+    /// The key's contributions (the whole lookup, then their arrays).
+    Contributions,
+}
+
 pub struct Engine {
     cfg: EngineConfig,
     tables: Vec<Table>,
@@ -756,26 +768,19 @@ impl Engine {
     }
 
     /// A hint that [`update`](Self::update) will soon be called with these
-    /// arguments: looks the key up and asks the CPU to fetch its
-    /// contributions. Changes nothing. Ingest is bound by memory latency
-    /// (a table of millions of keys does not fit in any cache): called a few
-    /// updates ahead, the misses of several updates overlap instead of
-    /// following one another.
-    ///
-    /// The lookup reads the key's slab entry, itself a miss: call
-    /// [`prefetch_entry`](Self::prefetch_entry) for the same update a few
-    /// updates earlier still, so that it is in cache by then.
-    pub fn prefetch(&self, peer: PeerId, remote_id: u64, update: &Update) {
+    /// arguments: asks the CPU to fetch what it will read. Changes nothing.
+    /// Ingest is bound by memory latency (a table of millions of keys fits
+    /// in no cache), and a lookup is a chain of misses, each address read
+    /// from the previous link: give the same update each [`Prefetch`] stage
+    /// in turn, a few updates apart, and the misses of several updates
+    /// overlap instead of following one another.
+    pub fn prefetch(&self, stage: Prefetch, peer: PeerId, remote_id: u64, update: &Update) {
         if let Some(t) = self.input_table(peer, remote_id) {
-            t.prefetch(&update.key);
-        }
-    }
-
-    /// The first of the two hints (see [`prefetch`](Self::prefetch)): reads
-    /// only the index and asks the CPU to fetch the key's slab entry.
-    pub fn prefetch_entry(&self, peer: PeerId, remote_id: u64, update: &Update) {
-        if let Some(t) = self.input_table(peer, remote_id) {
-            t.prefetch_entry(&update.key);
+            match stage {
+                Prefetch::Index => t.prefetch_index(&update.key),
+                Prefetch::Entry => t.prefetch_entry(&update.key),
+                Prefetch::Contributions => t.prefetch(&update.key),
+            }
         }
     }
 

@@ -56,7 +56,7 @@ fn key_at(slab: &[Option<KeyEntry>], slot: u32) -> &[u8] {
 /// Asks the CPU to bring the cache lines of `v` in, without waiting for
 /// them (all of them: ten sources' headers or values span three lines, the
 /// drift plan reads every source's, and a slab entry straddles two or three).
-fn prefetch_slice<T>(v: &[T]) {
+pub(super) fn prefetch_slice<T>(v: &[T]) {
     let start = v.as_ptr() as usize;
     let end = start + std::mem::size_of_val(v);
     for line in (start & !63..end).step_by(64) {
@@ -778,8 +778,13 @@ impl Table {
         self.slab.iter().flatten()
     }
 
-    /// See [`Engine::prefetch_entry`](super::Engine::prefetch_entry): reads
-    /// the index only, and requests the slab entry the key most likely has.
+    /// See [`Prefetch::Index`](super::Prefetch::Index).
+    pub(super) fn prefetch_index(&self, key: &[u8]) {
+        self.index.prefetch(key);
+    }
+
+    /// See [`Prefetch::Entry`](super::Prefetch::Entry): reads the index
+    /// only, and requests the slab entry the key most likely has.
     pub(super) fn prefetch_entry(&self, key: &[u8]) {
         if let Some(e) = self
             .index
@@ -790,9 +795,9 @@ impl Table {
         }
     }
 
-    /// See [`Engine::prefetch`](super::Engine::prefetch): the lookup itself
-    /// (index and slab entry) runs now, out of order with the work around
-    /// it, and the contributions are requested from memory.
+    /// See [`Prefetch::Contributions`](super::Prefetch::Contributions): the
+    /// lookup itself (index and slab entry) runs now, and the contributions
+    /// are requested from memory.
     pub(super) fn prefetch(&self, key: &[u8]) {
         if let Some(e) = self.slot_of(key).and_then(|s| self.entry(s)) {
             prefetch_slice(&e.heads);

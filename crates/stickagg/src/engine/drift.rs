@@ -68,7 +68,7 @@ pub(super) fn republish_in(
         return None;
     }
     if reach == Reach::FirstBoundary && age <= 0 {
-        if let Some(first) = first_boundary(sources, period) {
+        if let Some(first) = first_boundary(sources.iter().copied(), period) {
             return first;
         }
     }
@@ -96,12 +96,15 @@ pub(super) fn republish_in(
 ///   `Σ sᵢ rᵢ / s`, a weighted mean of the `rᵢ` (rounding `e` to the ms
 ///   cannot take an integer bound below another). Flat sources (no slope)
 ///   meet their boundary with the published counter's at the latest.
-fn first_boundary(sources: &[(FreqCtr, i64)], period: u32) -> Option<Option<u64>> {
+pub(super) fn first_boundary(
+    sources: impl IntoIterator<Item = (FreqCtr, i64)>,
+    period: u32,
+) -> Option<Option<u64>> {
     let p = period as i64;
     let mut fields = 0u64;
     let mut first = None::<i64>;
     for (f, since) in sources {
-        let d = f.elapsed_signed().saturating_add(*since);
+        let d = f.elapsed_signed().saturating_add(since);
         if d < 0 {
             return None;
         }
@@ -302,7 +305,7 @@ mod tests {
                 })
                 .map(|(f, since)| (f, since.max(0)))
                 .collect();
-            if let Some(quick) = first_boundary(&sources, period) {
+            if let Some(quick) = first_boundary(sources.iter().copied(), period) {
                 prop_assert_eq!(quick, walk(&sources, 0, period, Reach::FirstBoundary));
             }
         }
@@ -319,7 +322,7 @@ mod tests {
                 .iter()
                 .map(|&(since, elapsed, curr, prev)| (FreqCtr { elapsed, curr, prev }, since))
                 .collect();
-            let quick = first_boundary(&sources, period);
+            let quick = first_boundary(sources.iter().copied(), period);
             prop_assert!(quick.is_some());
             prop_assert_eq!(quick.unwrap(), walk(&sources, 0, period, Reach::FirstBoundary));
         }

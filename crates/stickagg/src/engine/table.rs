@@ -269,6 +269,20 @@ impl Layout {
             if s.storage != Storage::FreqCtr || s.period == 0 {
                 continue;
             }
+            // At publication, without groups, the plan usually comes from
+            // the sources' fields alone (`drift::first_boundary`): read them
+            // in place rather than gathering them first.
+            if groups.is_none() && reach == Reach::FirstBoundary && age <= 0 {
+                let fields = e
+                    .live(self.width, s.off, now)
+                    .map(|(h, w)| (freq_at(w), since(e.published, h.arrived(now))));
+                if let Some(after) = drift::first_boundary(fields, s.period) {
+                    if let Some(after) = after {
+                        next = next.min(now.saturating_add(after));
+                    }
+                    continue;
+                }
+            }
             sources.clear();
             let mut grouped = false;
             for (h, w) in e.live(self.width, s.off, now) {

@@ -204,14 +204,16 @@ fn feed(src: &mut Source, peer: usize, chunk: &[u8], e: Option<&mut Engine>, now
     match e {
         Some(e) => {
             while let Some(ev) = src.sess.poll_event() {
-                for (stage, ahead) in PREFETCH {
-                    if let Some(Event::Update {
-                        remote_id, update, ..
-                    }) = src.sess.peek_event(ahead)
-                    {
-                        e.prefetch(stage, peer, *remote_id, update);
-                    }
-                }
+                let sess = &src.sess;
+                let ahead = PREFETCH
+                    .iter()
+                    .filter_map(|&(stage, n)| match sess.peek_event(n) {
+                        Some(Event::Update {
+                            remote_id, update, ..
+                        }) => Some((stage, *remote_id, update)),
+                        _ => None,
+                    });
+                e.prefetch(peer, ahead);
                 if let Event::Update {
                     remote_id, update, ..
                 } = ev

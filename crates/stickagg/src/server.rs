@@ -590,15 +590,16 @@ impl Hub {
             // Tell the engine what is coming a few updates ahead: their
             // lookups and memory fetches then overlap (`Engine::prefetch`).
             if let Some((s, p)) = c.peer {
-                let engine = &self.sections[s].engine;
-                for (stage, ahead) in PREFETCH {
-                    if let Some(Event::Update {
-                        remote_id, update, ..
-                    }) = c.session.peek_event(ahead)
-                    {
-                        engine.prefetch(stage, p, *remote_id, update);
-                    }
-                }
+                let session = &c.session;
+                let ahead = PREFETCH
+                    .iter()
+                    .filter_map(|&(stage, n)| match session.peek_event(n) {
+                        Some(Event::Update {
+                            remote_id, update, ..
+                        }) => Some((stage, *remote_id, update)),
+                        _ => None,
+                    });
+                self.sections[s].engine.prefetch(p, ahead);
             }
             self.on_session_event(id, ev, now);
         }

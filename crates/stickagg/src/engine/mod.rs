@@ -767,27 +767,36 @@ impl Engine {
         }
     }
 
-    /// A hint that [`update`](Self::update) will soon be called with these
-    /// arguments: asks the CPU to fetch what it will read. Changes nothing.
+    /// A hint that [`update`](Self::update) will soon be called for these
+    /// updates: asks the CPU to fetch what it will read. Changes nothing.
     /// Ingest is bound by memory latency (a table of millions of keys fits
     /// in no cache), and a lookup is a chain of misses, each address read
     /// from the previous link: give the same update each [`Prefetch`] stage
     /// in turn, a few updates apart, and the misses of several updates
     /// overlap instead of following one another.
-    pub fn prefetch(&self, stage: Prefetch, peer: PeerId, remote_id: u64, update: &Update) {
-        if let Some(t) = self.input_table(peer, remote_id) {
+    ///
+    /// `ahead`: the updates coming from `peer`, each with its stage and the
+    /// remote table id it was received for (the peer is looked up once).
+    pub fn prefetch<'a>(
+        &self,
+        peer: PeerId,
+        ahead: impl IntoIterator<Item = (Prefetch, u64, &'a Update)>,
+    ) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        for (stage, remote_id, update) in ahead {
+            let Some(Binding::Input { table, .. }) = p.binding(remote_id) else {
+                continue;
+            };
+            let Some(t) = self.tables.get(table as usize) else {
+                continue;
+            };
             match stage {
                 Prefetch::Index => t.prefetch_index(&update.key),
                 Prefetch::Entry => t.prefetch_entry(&update.key),
                 Prefetch::Contributions => t.prefetch(&update.key),
             }
-        }
-    }
-
-    fn input_table(&self, peer: PeerId, remote_id: u64) -> Option<&Table> {
-        match self.peers.get(&peer)?.binding(remote_id)? {
-            Binding::Input { table, .. } => self.tables.get(table as usize),
-            _ => None,
         }
     }
 

@@ -185,9 +185,9 @@ fn prefetch_changes_nothing() {
     let _ = h.drain(1, 1);
     let before = (h.agg(&k, 2), h.e.counters().updates, h.e.has_pending(1));
     for (peer, id, key) in [(0, IN, k), (1, IN, [9, 9, 9, 9]), (0, 77, k), (42, IN, k)] {
-        for stage in [Prefetch::Index, Prefetch::Entry, Prefetch::Contributions] {
-            h.e.prefetch(stage, peer, id, &upd(&key, counters(1, 1, 1, 1)));
-        }
+        let u = upd(&key, counters(1, 1, 1, 1));
+        let stages = [Prefetch::Index, Prefetch::Entry, Prefetch::Contributions];
+        h.e.prefetch(peer, stages.map(|stage| (stage, id, &u)));
     }
     assert_eq!(
         (h.agg(&k, 2), h.e.counters().updates, h.e.has_pending(1)),

@@ -160,6 +160,7 @@ enum State {
 
 /// A table the peer defined on this connection.
 struct RxTable {
+    id: u64,
     /// `None`: defined but rejected; its updates are dropped unread.
     def: Option<Arc<TableDef>>,
     last_id: u32,
@@ -187,8 +188,12 @@ pub struct Session {
     minor: u32,
     callee: String,
     version: (u32, u32),
-    remote: HashMap<u64, RxTable>,
-    current_rx: Option<u64>,
+    /// Tables the peer defined, by its id: an index into `rx_tables`.
+    remote: HashMap<u64, usize>,
+    /// The peer's tables. The current one is kept as an index so that an
+    /// update, the most frequent message, costs no lookup by id.
+    rx_tables: Vec<RxTable>,
+    current_rx: Option<usize>,
     acks: Vec<u64>,
     local: HashMap<u64, TxTable>,
     current_tx: Option<u64>,
@@ -216,6 +221,7 @@ impl Session {
             callee: String::new(),
             version: (2, 1),
             remote: HashMap::new(),
+            rx_tables: Vec::new(),
             current_rx: None,
             acks: Vec::new(),
             local: HashMap::new(),
@@ -667,6 +673,19 @@ impl Session {
         self.events.push_back(ev);
     }
 
+    /// The peer's table `id`, added (undefined, no update received) if new.
+    fn rx_table(&mut self, id: u64) -> &mut RxTable {
+        let i = *self.remote.entry(id).or_insert_with(|| {
+            self.rx_tables.push(RxTable {
+                id,
+                def: None,
+                last_id: 0,
+            });
+            self.rx_tables.len() - 1
+        });
+        &mut self.rx_tables[i]
+    }
+
     fn on_table_msg(&mut self, ty: u8, payload: &[u8], offset: u64) -> Result<(), DecodeError> {
         let mut r = Reader::new(payload, offset);
         match ty {
@@ -676,26 +695,16 @@ impl Session {
                     let def = Arc::new(def);
                     // The last received id survives a re-announcement, as in
                     // HAProxy: an incremental update may follow a DEFINE.
-                    let last_id = self.remote.get(&id).map_or(0, |t| t.last_id);
-                    self.remote.insert(
-                        id,
-                        RxTable {
-                            def: Some(def.clone()),
-                            last_id,
-                        },
-                    );
-                    self.current_rx = Some(id);
+                    let t = self.rx_table(id);
+                    t.def = Some(def.clone());
+                    self.current_rx = self.remote.get(&id).copied();
                     self.events
                         .push_back(Event::TableDefined { remote_id: id, def });
                 }
                 Err(rej) => {
-                    self.remote.insert(
-                        rej.id,
-                        RxTable {
-                            def: None,
-                            last_id: 0,
-                        },
-                    );
+                    let t = self.rx_table(rej.id);
+                    t.def = None;
+                    t.last_id = 0;
                     self.current_rx = None;
                     self.events.push_back(Event::TableRejected {
                         remote_id: rej.id,
@@ -706,7 +715,7 @@ impl Session {
             },
             update::MSG_SWITCH => {
                 let id = r.varint("table id")?;
-                self.current_rx = self.remote.contains_key(&id).then_some(id);
+                self.current_rx = self.remote.get(&id).copied();
             }
             update::MSG_ACK => {
                 let (table_id, update_id) = update::decode_ack(&mut r)?;
@@ -718,12 +727,10 @@ impl Session {
             _ => {
                 // An update: without a usable current table it is ignored
                 // unread, as HAProxy does (no error, no ACK).
-                let Some(id) = self.current_rx else {
+                let Some(t) = self.current_rx.and_then(|i| self.rx_tables.get_mut(i)) else {
                     return Ok(());
                 };
-                let Some(t) = self.remote.get_mut(&id) else {
-                    return Ok(());
-                };
+                let id = t.id;
                 let Some(def) = t.def.clone() else {
                     return Ok(());
                 };
@@ -751,7 +758,7 @@ impl Session {
         }
         let acks = std::mem::take(&mut self.acks);
         for id in acks {
-            if let Some(t) = self.remote.get(&id) {
+            if let Some(t) = self.remote.get(&id).map(|&i| &self.rx_tables[i]) {
                 let last = t.last_id;
                 self.scratch.clear();
                 update::encode_ack(&mut self.scratch, id, last);

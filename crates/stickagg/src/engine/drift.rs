@@ -279,6 +279,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// 1 to 59 counters as (age at publication, elapsed, curr, prev), with
+    /// ages and elapsed up to 20 and 40 s and counts below `max`.
+    fn counters(max: u32) -> impl Strategy<Value = Vec<(i64, u32, u32, u32)>> {
+        proptest::collection::vec((0i64..20_000, 0u32..40_000, 0..max, 0..max), 1..60)
+    }
+
+    /// Counters with their ages, from generated (since, elapsed, curr, prev).
+    fn sources_of(parts: &[(i64, u32, u32, u32)]) -> Vec<(FreqCtr, i64)> {
+        parts
+            .iter()
+            .map(|&(since, elapsed, curr, prev)| {
+                (
+                    FreqCtr {
+                        elapsed,
+                        curr,
+                        prev,
+                    },
+                    since,
+                )
+            })
+            .collect()
+    }
+
     proptest! {
         /// The walk in two steps (to the first boundary at publication, then
         /// all the way from there, as `Table::wake` does) finds the instant
@@ -314,14 +337,10 @@ mod tests {
         /// applies once every period started by publication.
         #[test]
         fn the_first_boundary_from_small_fields_is_the_walks(
-            parts in proptest::collection::vec(
-                (0i64..20_000, 0u32..40_000, 0u32..1000, 0u32..1000), 1..60),
+            parts in counters(1000),
             period in 1u32..20_000,
         ) {
-            let sources: Vec<(FreqCtr, i64)> = parts
-                .iter()
-                .map(|&(since, elapsed, curr, prev)| (FreqCtr { elapsed, curr, prev }, since))
-                .collect();
+            let sources = sources_of(&parts);
             let quick = first_boundary(sources.iter().copied(), period);
             prop_assert!(quick.is_some());
             prop_assert_eq!(quick.unwrap(), walk(&sources, 0, period, Reach::FirstBoundary));
@@ -329,14 +348,10 @@ mod tests {
 
         #[test]
         fn the_first_boundary_then_the_rest_is_the_whole_walk(
-            parts in proptest::collection::vec(
-                (0i64..20_000, 0u32..40_000, 0u32..300, 0u32..300), 1..60),
+            parts in counters(300),
             period in 1_000u32..20_000,
         ) {
-            let sources: Vec<(FreqCtr, i64)> = parts
-                .iter()
-                .map(|&(since, elapsed, curr, prev)| (FreqCtr { elapsed, curr, prev }, since))
-                .collect();
+            let sources = sources_of(&parts);
             let all = republish_in(&sources, 0, period, Reach::All);
             match republish_in(&sources, 0, period, Reach::FirstBoundary) {
                 // Nothing to plan, either way.

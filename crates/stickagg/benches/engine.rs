@@ -23,7 +23,7 @@ use peers::{
 use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::Arc;
-use stickagg::engine::{Engine, EngineConfig, PeerRole, Prefetch, TableVerdict};
+use stickagg::engine::{Engine, EngineConfig, PeerRole, TableVerdict};
 
 /// The allocator the `stickagg` binary ships with (see its `main.rs`).
 #[global_allocator]
@@ -32,13 +32,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KEYS: usize = 100_000;
 /// Updates per chunk of bytes handed to a session (≈ 17 KB, a socket read).
 const CHUNK: usize = 1_000;
-/// Which queued events the engine is told about while one is applied, per
-/// stage (the hub's `PREFETCH`).
-const PREFETCH: [(Prefetch, usize); 3] = [
-    (Prefetch::Index, 12),
-    (Prefetch::Entry, 8),
-    (Prefetch::Contributions, 4),
-];
 const REMOTE_ID: u64 = 1;
 
 fn table() -> Arc<TableDef> {
@@ -204,16 +197,7 @@ fn feed(src: &mut Source, peer: usize, chunk: &[u8], e: Option<&mut Engine>, now
     match e {
         Some(e) => {
             while let Some(ev) = src.sess.poll_event() {
-                let sess = &src.sess;
-                let ahead = PREFETCH
-                    .iter()
-                    .filter_map(|&(stage, n)| match sess.peek_event(n) {
-                        Some(Event::Update {
-                            remote_id, update, ..
-                        }) => Some((stage, *remote_id, update)),
-                        _ => None,
-                    });
-                e.prefetch(peer, ahead);
+                e.prefetch_queued(peer, &src.sess);
                 if let Event::Update {
                     remote_id, update, ..
                 } = ev

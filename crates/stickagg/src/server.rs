@@ -10,11 +10,11 @@
 use crate::cli::Args;
 use crate::config::{self, Config, FromSpec};
 use crate::engine::{
-    EngineConfig, EngineLimits, PeerRole, Prefetch, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TABLES,
+    EngineConfig, EngineLimits, PeerRole, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TABLES,
 };
 use crate::net::{self, ConnId, NetEvent};
 use crate::stats::{self, StatsRequest};
-use peers::session::{Event, Role, Session, SessionConfig};
+use peers::session::{Role, Session, SessionConfig};
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,18 +56,6 @@ const EVENT_BATCH_BYTES: usize = 1 << 20;
 /// sent as fast as they could).
 const NET_EVENTS_QUEUED: usize = 1024;
 
-/// Which queued events the engine is told about (`Engine::prefetch`) while
-/// the one just taken is applied, for each stage: the event at this index of
-/// the session's queue, i.e. this many events plus one ahead. Each stage
-/// reads what the one before brought in, so they are a few events apart.
-/// Contributions at 4 alone: 4 to 16 measured alike in the engine's
-/// criterion bench (+25-38 % from ten sources). The entry at 8 then added
-/// 15-30 %.
-pub(crate) const PREFETCH: [(Prefetch, usize); 3] = [
-    (Prefetch::Index, 12),
-    (Prefetch::Entry, 8),
-    (Prefetch::Contributions, 4),
-];
 /// Concurrent peer connections (incoming and outgoing) when the
 /// configuration has no `maxconn`: beyond, new incoming connections are
 /// closed at once.
@@ -590,16 +578,7 @@ impl Hub {
             // Tell the engine what is coming a few updates ahead: their
             // lookups and memory fetches then overlap (`Engine::prefetch`).
             if let Some((s, p)) = c.peer {
-                let session = &c.session;
-                let ahead = PREFETCH
-                    .iter()
-                    .filter_map(|&(stage, n)| match session.peek_event(n) {
-                        Some(Event::Update {
-                            remote_id, update, ..
-                        }) => Some((stage, *remote_id, update)),
-                        _ => None,
-                    });
-                self.sections[s].engine.prefetch(p, ahead);
+                self.sections[s].engine.prefetch_queued(p, &c.session);
             }
             self.on_session_event(id, ev, now);
         }

@@ -64,20 +64,12 @@ pub(super) fn republish_in(
     period: u32,
     reach: Reach,
 ) -> Option<u64> {
-    if period == 0 {
-        return None;
-    }
-    if reach == Reach::FirstBoundary && age <= 0 {
-        if let Some(first) = first_boundary(sources.iter().copied(), period) {
-            return first;
-        }
-    }
-    walk(sources, age, period, reach)
+    republish_walk(sources, age, period, reach, FIRST_CHUNK)
 }
 
-/// [`republish_in`] at publication with [`Reach::FirstBoundary`], for the
-/// common case, from the sources' fields alone: the first boundary of a
-/// source with a non-empty window. `None` when the case is not covered
+/// [`republish_in`] at publication (`age` 0) with [`Reach::FirstBoundary`],
+/// for the common case, from the sources' fields alone: the first boundary
+/// of a source with a non-empty window. `None` when the case is not covered
 /// (then the walk decides).
 ///
 /// Every change of every key with a rate plans this, so it is worth not
@@ -173,37 +165,26 @@ impl InOrder {
     }
 }
 
-/// [`republish_in`] by walking the boundaries.
-fn walk(sources: &[(FreqCtr, i64)], age: i64, period: u32, reach: Reach) -> Option<u64> {
-    walk_chunked(sources, age, period, reach, FIRST_CHUNK)
-}
-
-fn walk_chunked(
+/// [`republish_in`], the walk sorting `first_chunk` boundaries first (see
+/// [`InOrder`]).
+fn republish_walk(
     sources: &[(FreqCtr, i64)],
     age: i64,
     period: u32,
     reach: Reach,
     first_chunk: usize,
 ) -> Option<u64> {
+    if period == 0 {
+        return None;
+    }
     let p = period as i64;
     let window = |f: &FreqCtr, at: i64| f.window_after(at, period);
     // The two boundaries (elapsed P and 2P) of a counter `d` ms into its
     // period, in ms after publication.
     let boundaries = |d: i64| [p, 2 * p].map(|b| b.saturating_sub(d));
     let mut then = Window::default();
-    // The sources' first boundary after publication, found with the windows
-    // summed here: at publication (every change plans from there, with
-    // `Reach::FirstBoundary`) they are not computed a second time.
-    let mut first_source = None::<i64>;
     for (f, since) in sources {
-        let w = window(f, *since);
-        if w.total != 0 {
-            let d = f.elapsed_signed().saturating_add(*since);
-            if let Some(b) = boundaries(d).into_iter().find(|&b| b > 0) {
-                first_source = Some(first_source.map_or(b, |m| m.min(b)));
-            }
-        }
-        then += w;
+        then += window(f, *since);
     }
     if then.total == 0 {
         return None;
@@ -257,13 +238,7 @@ fn walk_chunked(
         boundaries(d).into_iter().filter(move |&b| live && b > x)
     };
     if reach == Reach::FirstBoundary {
-        let first = match x0 {
-            0 => {
-                let published = ahead(n, 0).next();
-                [first_source, published].into_iter().flatten().min()
-            }
-            _ => (0..=n).filter_map(|i| ahead(i, x0).next()).min(),
-        };
+        let first = (0..=n).filter_map(|i| ahead(i, x0).next()).min();
         let rate = slope_sum - slope_pub;
         let cross = first_crossing(drift, rate, threshold).map(|c| (c - 1).max(1));
         let until = first.map(|b| (b - x0) as i128);
@@ -356,9 +331,6 @@ mod tests {
     }
 
     proptest! {
-        /// The walk in two steps (to the first boundary at publication, then
-        /// all the way from there, as `Table::wake` does) finds the instant
-        /// the whole walk finds at publication, with up to 60 sources.
         /// The plan from the fields alone, wherever it answers, is the
         /// walk's, with periods that started up to 2P after and before
         /// publication and fields up to saturation.
@@ -382,7 +354,7 @@ mod tests {
                 .map(|(f, since)| (f, since.max(0)))
                 .collect();
             if let Some(quick) = first_boundary(sources.iter().copied(), period) {
-                prop_assert_eq!(quick, walk(&sources, 0, period, Reach::FirstBoundary));
+                prop_assert_eq!(quick, republish_in(&sources, 0, period, Reach::FirstBoundary));
             }
         }
 
@@ -396,7 +368,7 @@ mod tests {
             let sources = sources_of(&parts);
             let quick = first_boundary(sources.iter().copied(), period);
             prop_assert!(quick.is_some());
-            prop_assert_eq!(quick.unwrap(), walk(&sources, 0, period, Reach::FirstBoundary));
+            prop_assert_eq!(quick.unwrap(), republish_in(&sources, 0, period, Reach::FirstBoundary));
         }
 
         /// Sorting the boundaries as the walk goes, from any first chunk,
@@ -412,12 +384,15 @@ mod tests {
             let sources = sources_of(&parts);
             for reach in [Reach::All, Reach::FirstBoundary] {
                 prop_assert_eq!(
-                    walk_chunked(&sources, age, period, reach, first),
-                    walk_chunked(&sources, age, period, reach, usize::MAX)
+                    republish_walk(&sources, age, period, reach, first),
+                    republish_walk(&sources, age, period, reach, usize::MAX)
                 );
             }
         }
 
+        /// The walk in two steps (to the first boundary at publication, then
+        /// all the way from there, as `Table::wake` does) finds the instant
+        /// the whole walk finds at publication, with up to 60 sources.
         #[test]
         fn the_first_boundary_then_the_rest_is_the_whole_walk(
             parts in counters(300),

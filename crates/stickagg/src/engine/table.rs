@@ -269,14 +269,18 @@ impl Layout {
             if s.storage != Storage::FreqCtr || s.period == 0 {
                 continue;
             }
-            // At publication, without groups, the plan usually comes from
-            // the sources' fields alone (`drift::first_boundary`): read them
-            // in place rather than gathering them first.
-            if groups.is_none() && reach == Reach::FirstBoundary && age <= 0 {
-                let fields = e
-                    .live(self.width, s.off, now)
-                    .map(|(h, w)| (freq_at(w), since(e.published, h.arrived(now))));
-                if let Some(after) = drift::first_boundary(fields, s.period) {
+            let grouped = groups.is_some()
+                && e.live(self.width, s.off, now)
+                    .any(|(h, _)| group_of(groups, h.source) != 0);
+            let fields = || {
+                e.live(self.width, s.off, now)
+                    .map(|(h, w)| (freq_at(w), since(e.published, h.arrived(now))))
+            };
+            // At publication the plan usually comes from the sources' fields
+            // alone (`drift::first_boundary`), read in place; the walk needs
+            // them gathered.
+            if !grouped && reach == Reach::FirstBoundary && age <= 0 {
+                if let Some(after) = drift::first_boundary(fields(), s.period) {
                     if let Some(after) = after {
                         next = next.min(now.saturating_add(after));
                     }
@@ -284,11 +288,7 @@ impl Layout {
                 }
             }
             sources.clear();
-            let mut grouped = false;
-            for (h, w) in e.live(self.width, s.off, now) {
-                grouped |= group_of(groups, h.source) != 0;
-                sources.push((freq_at(w), since(e.published, h.arrived(now))));
-            }
+            sources.extend(fields());
             let after = match (grouped, reach) {
                 (false, _) => drift::republish_in(sources, age, s.period, reach),
                 (true, Reach::FirstBoundary) => at_boundaries(sources, s.period),

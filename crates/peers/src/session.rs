@@ -673,17 +673,17 @@ impl Session {
         self.events.push_back(ev);
     }
 
-    /// The peer's table `id`, added (undefined, no update received) if new.
-    fn rx_table(&mut self, id: u64) -> &mut RxTable {
-        let i = *self.remote.entry(id).or_insert_with(|| {
+    /// The index in `rx_tables` of the peer's table `id`, added (undefined,
+    /// no update received) if new.
+    fn rx_table(&mut self, id: u64) -> usize {
+        *self.remote.entry(id).or_insert_with(|| {
             self.rx_tables.push(RxTable {
                 id,
                 def: None,
                 last_id: 0,
             });
             self.rx_tables.len() - 1
-        });
-        &mut self.rx_tables[i]
+        })
     }
 
     fn on_table_msg(&mut self, ty: u8, payload: &[u8], offset: u64) -> Result<(), DecodeError> {
@@ -695,16 +695,16 @@ impl Session {
                     let def = Arc::new(def);
                     // The last received id survives a re-announcement, as in
                     // HAProxy: an incremental update may follow a DEFINE.
-                    let t = self.rx_table(id);
-                    t.def = Some(def.clone());
-                    self.current_rx = self.remote.get(&id).copied();
+                    let i = self.rx_table(id);
+                    self.rx_tables[i].def = Some(def.clone());
+                    self.current_rx = Some(i);
                     self.events
                         .push_back(Event::TableDefined { remote_id: id, def });
                 }
                 Err(rej) => {
-                    let t = self.rx_table(rej.id);
-                    t.def = None;
-                    t.last_id = 0;
+                    let i = self.rx_table(rej.id);
+                    self.rx_tables[i].def = None;
+                    self.rx_tables[i].last_id = 0;
                     self.current_rx = None;
                     self.events.push_back(Event::TableRejected {
                         remote_id: rej.id,

@@ -55,7 +55,6 @@ const EVENT_BATCH_BYTES: usize = 1 << 20;
 /// was 4096 (up to 256 MiB, and about that was seen in RSS when ten nodes
 /// sent as fast as they could).
 const NET_EVENTS_QUEUED: usize = 1024;
-
 /// Concurrent peer connections (incoming and outgoing) when the
 /// configuration has no `maxconn`: beyond, new incoming connections are
 /// closed at once.

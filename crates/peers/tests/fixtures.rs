@@ -121,7 +121,8 @@ fn collect(s: &mut Session, at_ms: u64, out: &mut Decoded) {
                 out.defs.insert(def.name.clone(), def.clone());
             }
             Event::TableRejected { name, reason, .. } => panic!("table {name} rejected: {reason}"),
-            Event::Update { def, update, .. } => {
+            Event::Update { remote_id, update } => {
+                let def = s.rx_def(*remote_id).expect("an update of a defined table");
                 assert!(
                     !update.values.contains(&Value::DictUnknown),
                     "reference to an unknown dictionary slot: {update:?}"

@@ -304,8 +304,8 @@ fn interop(version: Version, net: Net) {
             .iter()
             .rev()
             .find_map(|(at, e)| match e {
-                Event::Update { def, update, .. }
-                    if def.name == "/src"
+                Event::Update { remote_id, update }
+                    if *remote_id == src.id
                         && IpAddr::from(<[u8; 4]>::try_from(&update.key[..]).unwrap())
                             .to_string()
                             == entry.key =>

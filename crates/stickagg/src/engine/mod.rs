@@ -85,6 +85,7 @@ mod intern;
 mod mapping;
 mod poll;
 mod table;
+mod timers;
 mod view;
 
 #[cfg(test)]
@@ -100,7 +101,8 @@ use peers::session::{Event, Session};
 use peers::{KeyType, TableDef, Update, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use table::{Applied, Ctx, Epoch, Table, Timers, AGE_SWEEP, NEVER};
+use table::{Applied, Ctx, Epoch, Table, AGE_SWEEP, NEVER};
+use timers::Timers;
 
 /// What the engine needs of an `aggregations` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -928,23 +930,39 @@ impl Engine {
             }
         }
         for _ in 0..budget {
-            let Some(&(at, t, slot)) = self.timers.first() else {
+            let Some((at, t, slot)) = self.timers.pop(now) else {
                 break;
             };
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
             let (tables, mut ctx) = self.split();
-            if let Some(table) = tables.get_mut(t as usize) {
-                table.wake(&mut ctx, slot, at, now);
+            let woke = tables
+                .get_mut(t as usize)
+                .is_some_and(|table| table.wake(&mut ctx, slot, at, now));
+            if !woke {
+                self.timers.popped_stale();
             }
+        }
+        if self.timers.needs_sweep() {
+            let tables = &self.tables;
+            self.timers.retain(|(at, t, slot)| {
+                tables
+                    .get(t as usize)
+                    .is_some_and(|table| table.is_armed(slot, at))
+            });
         }
     }
 
-    /// When [`tick`](Self::tick) next has something to do.
+    /// When [`tick`](Self::tick) next may have something to do: the hub
+    /// sleeps until then. Exact within the next 64 ms; further ahead it may
+    /// be early (the timers are a wheel, see `timers.rs`).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.first().map(|&(at, _, _)| at)
+        self.timers.next_deadline()
+    }
+
+    /// The earliest deadline of any key: what [`next_deadline`] would be
+    /// with exact timers. Tests check planned deadlines with it.
+    #[cfg(test)]
+    pub(crate) fn next_wake(&self) -> Option<u64> {
+        self.tables.iter().filter_map(|t| t.next_wake()).min()
     }
 
     /// Definitions to announce to this peer (DEFINE without entries; see

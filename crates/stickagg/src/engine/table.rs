@@ -13,11 +13,12 @@ use super::combine::{combine, representatives};
 use super::drift::{self, Reach};
 use super::index::KeyIndex;
 use super::intern::Interner;
+use super::timers::Timers;
 use super::EngineCounters;
 use ahash::RandomState;
 use peers::freq::FreqCtr;
 use peers::{Combine, Storage, TableDef, Update, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// "No deadline" / "never expires".
@@ -26,10 +27,6 @@ pub(super) const NEVER: u64 = u64::MAX;
 /// Ages beyond this are all "long ago" for a rate (any u32 period is
 /// shorter): clamping keeps the i64 arithmetic of `freq` from overflowing.
 const MAX_SINCE: u64 = 1 << 40;
-
-/// Timers of all tables: (deadline, table index, key slot). One entry per
-/// key at most, so its size is bounded by the number of keys.
-pub(super) type Timers = BTreeSet<(u64, u32, u32)>;
 
 /// The engine-wide state a table mutates along with its own.
 pub(super) struct Ctx<'a> {
@@ -1011,12 +1008,14 @@ impl Table {
 
     /// The timer of `slot`, due at `at`, fired at `now`: drop lapsed
     /// contributions (and the key with the last one), republish rates due.
-    pub(super) fn wake(&mut self, ctx: &mut Ctx, slot: u32, at: u64, now: u64) {
+    /// False if the timer was stale (the key's deadline moved since, or the
+    /// key went; see `timers.rs`).
+    pub(super) fn wake(&mut self, ctx: &mut Ctx, slot: u32, at: u64, now: u64) -> bool {
         let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return;
+            return false;
         };
         if e.wake != at {
-            return;
+            return false;
         }
         e.wake = NEVER;
         let mut changed = false;
@@ -1034,7 +1033,7 @@ impl Table {
             // Nothing contributes: stop publishing; the nodes' copies expire
             // by themselves.
             self.remove_key(ctx, slot);
-            return;
+            return true;
         }
         if e.republish <= now && !changed {
             // Planned at publication up to the first boundary: look at the
@@ -1055,6 +1054,24 @@ impl Table {
             // A renewal moved the deadlines later: sleep again.
             arm(ctx.timers, self.idx, slot, e, now);
         }
+        true
+    }
+
+    /// Whether `slot` holds a key whose timer is the one due at `at`.
+    pub(super) fn is_armed(&self, slot: u32, at: u64) -> bool {
+        self.entry(slot).is_some_and(|e| e.wake == at)
+    }
+
+    /// The earliest deadline of this table's keys (tests check the plan
+    /// with it; the timers may hold stale entries before it).
+    #[cfg(test)]
+    pub(super) fn next_wake(&self) -> Option<u64> {
+        self.slab
+            .iter()
+            .flatten()
+            .map(|e| e.wake)
+            .filter(|&w| w != NEVER)
+            .min()
     }
 
     fn remove_key(&mut self, ctx: &mut Ctx, slot: u32) {
@@ -1068,7 +1085,7 @@ impl Table {
             self.changes.retire(|s, k| is_current(seqs, s, k));
         }
         if e.wake != NEVER {
-            ctx.timers.remove(&(e.wake, self.idx, slot));
+            ctx.timers.forget();
         }
         while !e.heads.is_empty() {
             remove_contrib(&self.layout, &mut e, 0, ctx.dict, &mut self.per_source);
@@ -1205,12 +1222,13 @@ fn arm(timers: &mut Timers, table: u32, slot: u32, e: &mut KeyEntry, now: u64) {
         .heads
         .iter()
         .fold(e.republish, |a, h| a.min(h.expires(now)));
+    // The old entry is left in place, stale (see `timers.rs`).
     if at == NEVER && e.wake != NEVER {
-        timers.remove(&(e.wake, table, slot));
+        timers.forget();
         e.wake = NEVER;
     } else if at < e.wake {
         if e.wake != NEVER {
-            timers.remove(&(e.wake, table, slot));
+            timers.forget();
         }
         timers.insert((at, table, slot));
         e.wake = at;

@@ -339,7 +339,7 @@ fn expiry_removes_a_contribution_then_the_key() {
     assert_eq!(out[0].values, vec![Value::U32(12)]);
     // The longest remaining lifetime among the contributions.
     assert_eq!(out[0].expire, Some(900));
-    assert_eq!(h.e.next_deadline(), Some(1_000));
+    assert_eq!(h.e.next_wake(), Some(1_000));
     h.e.tick(999);
     assert!(!h.e.has_pending(0));
     h.e.tick(1_000);
@@ -349,13 +349,13 @@ fn expiry_removes_a_contribution_then_the_key() {
     assert_eq!(out[0].expire, Some(500));
     assert_eq!(h.e.counters().expired, 1);
     // The last one lapses: the key is dropped and not published any more.
-    assert_eq!(h.e.next_deadline(), Some(1_500));
+    assert_eq!(h.e.next_wake(), Some(1_500));
     h.e.tick(1_500);
     assert!(!h.e.has_pending(0));
     assert!(h.drain(0, 1_500).is_empty());
     assert_eq!(h.e.tables()[0].entries, 0);
     assert!(h.e.tables()[0].sources.is_empty());
-    assert_eq!(h.e.next_deadline(), None);
+    assert_eq!(h.e.next_wake(), None);
     assert!(h.agg(&k, 1_500).is_none());
 }
 
@@ -369,7 +369,7 @@ fn renewal_and_timed_updates() {
     h.drain(0, 800);
     h.e.tick(1_000);
     assert!(!h.e.has_pending(0));
-    assert_eq!(h.e.next_deadline(), Some(1_800));
+    assert_eq!(h.e.next_wake(), Some(1_800));
     // A timed update (full resync) brings its own remaining lifetime,
     // capped to the table's expire.
     let mut u = upd(&k, vec![Value::U32(1)]);
@@ -394,7 +394,7 @@ fn never_expiring_contributions() {
     u.expire = Some(10);
     h.e.update(0, IN, &u, 0);
     h.e.update(1, IN, &u, 0);
-    assert_eq!(h.e.next_deadline(), None);
+    assert_eq!(h.e.next_wake(), None);
     assert_eq!(h.drain(0, 100)[0].expire, None);
 }
 
@@ -953,7 +953,7 @@ fn forwarding_latest_value_in_virtual_time() {
     assert_eq!(out[0].values, vec![f(1_500, 5, 10), Value::U32(40)]);
     assert_eq!(out[0].expire, Some(4_500));
     // No republish of a forwarded rate: the only deadline is the expiry.
-    assert_eq!(e.next_deadline(), Some(5_100));
+    assert_eq!(e.next_wake(), Some(5_100));
     // top9 at 700, valid 1 s: newer, so relayed although it is shorter.
     e.update(9, 7, &timed(vec![f(0, 6, 10), Value::U32(41)], 1_000), 700);
     let out = e.poll_updates(0, 10, 700);

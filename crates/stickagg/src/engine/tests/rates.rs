@@ -57,7 +57,7 @@ fn walk_rate(sources: &[(u64, FreqCtr)], period: u32) -> Vec<(u64, FreqCtr)> {
         }
         let (pushed_at, enc) = *pushes.last().expect("a first push");
         let tol = 1 + (exact(pushed_at).slope / (2 * period as u64)) as i64;
-        let end = h.e.next_deadline();
+        let end = h.e.next_wake();
         let horizon = end.unwrap_or(now + 3 * period as u64);
         for i in 0..=16 {
             let t = (now + (horizon - now) * i / 16)
@@ -175,9 +175,9 @@ fn a_flat_rate_is_republished_only_once_a_boundary_makes_it_drift() {
         }
     );
     // It looks again at the source's boundary, where nothing has drifted.
-    assert_eq!(h.e.next_deadline(), Some(5_000));
+    assert_eq!(h.e.next_wake(), Some(5_000));
     assert!(h.drain(0, 5_000).is_empty());
-    assert_eq!(h.e.next_deadline(), Some(5_199));
+    assert_eq!(h.e.next_wake(), Some(5_199));
     assert!(h.drain(0, 5_198).is_empty());
     let out = h.drain(0, 5_199);
     let again = freq_of(&out[0].values[0]);
@@ -185,15 +185,15 @@ fn a_flat_rate_is_republished_only_once_a_boundary_makes_it_drift() {
     assert_eq!(again.read_after(0, P), 49);
     assert_eq!(again.prev, 50);
     // Both reach 0 at the source's 2P (15 s): no zero push needed.
-    assert_eq!(h.e.next_deadline(), Some(15_000), "a look at the boundary");
+    assert_eq!(h.e.next_wake(), Some(15_000), "a look at the boundary");
     assert!(h.drain(0, 15_000).is_empty());
-    assert_eq!(h.e.next_deadline(), None);
+    assert_eq!(h.e.next_wake(), None);
     assert_eq!(again.window_after(15_000 - 5_199, P), Window::default());
     assert_eq!(h.e.counters().republished, 1);
     // A zero rate schedules nothing.
     h.send(0, b"abcd", vec![f(100, 0, 0)], 6_000);
     h.drain(0, 6_000);
-    assert_eq!(h.e.next_deadline(), None);
+    assert_eq!(h.e.next_wake(), None);
 }
 
 /// A rate too small to drift one event within its windows: pushed once, then
@@ -207,12 +207,12 @@ fn a_small_flat_rate_is_pushed_once_then_zeroed() {
     h.drain(0, 0);
     // The node's {0, 50, 0} starts decaying 100 ms after the source: half an
     // event apart at most, until the source's window is empty at 19.9 s.
-    assert_eq!(h.e.next_deadline(), Some(9_900), "a look at the boundary");
+    assert_eq!(h.e.next_wake(), Some(9_900), "a look at the boundary");
     assert!(h.drain(0, 9_900).is_empty());
-    assert_eq!(h.e.next_deadline(), Some(19_900));
+    assert_eq!(h.e.next_wake(), Some(19_900));
     let out = h.drain(0, 19_900);
     assert_eq!(freq_of(&out[0].values[0]), FreqCtr::default());
-    assert_eq!(h.e.next_deadline(), None);
+    assert_eq!(h.e.next_wake(), None);
 }
 
 /// A large rate is corrected right where its slope changes.

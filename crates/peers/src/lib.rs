@@ -28,7 +28,7 @@ pub use hello::{Hello, Status};
 pub use registry::{data_type, data_type_by_name, Combine, DataType, KeyType, Storage, DATA_TYPES};
 pub use session::{CloseReason, Event, Role, Session, SessionConfig, SessionStats};
 pub use table::{Column, TableDef};
-pub use update::{Update, Value};
+pub use update::{Key, Update, Value, Values};
 
 /// Public access to the bounds-checked reader for fuzzing and benchmarks.
 pub mod fuzzing {

@@ -17,8 +17,8 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use peers::{
-    data_type_by_name, Column, Event, FreqCtr, KeyType, Role, Session, SessionConfig, TableDef,
-    Update, Value,
+    data_type_by_name, Column, Event, FreqCtr, Key, KeyType, Role, Session, SessionConfig,
+    TableDef, Update, Value,
 };
 use std::cell::Cell;
 use std::hint::black_box;
@@ -101,8 +101,8 @@ fn filled_engine(sources: usize, now: u64) -> Engine {
             let u = Update {
                 id: k + 1,
                 expire: None,
-                key: Bytes::copy_from_slice(&key(k)),
-                values: values(k, s),
+                key: Key::from_slice(&key(k)),
+                values: values(k, s).into(),
             };
             e.update(s, REMOTE_ID, &u, now);
         }
@@ -121,8 +121,8 @@ fn aggregate(c: &mut Criterion) {
         .map(|(i, &k)| Update {
             id: i as u32 + 1,
             expire: None,
-            key: Bytes::copy_from_slice(&key(k)),
-            values: values(k, 0),
+            key: Key::from_slice(&key(k)),
+            values: values(k, 0).into(),
         })
         .collect();
     for sources in [1usize, 10] {

@@ -50,8 +50,8 @@ fn upd(key: &[u8], values: Vec<Value>) -> Update {
     Update {
         id: 1,
         expire: None,
-        key: Bytes::copy_from_slice(key),
-        values,
+        key: key.into(),
+        values: values.into(),
     }
 }
 

@@ -208,7 +208,7 @@ fn our_values(def: &TableDef, i: u8) -> Vec<Value> {
                     curr: n,
                     prev: 0,
                 }),
-                Storage::Dict => Value::Dict(Some(format!("s{}", i % 2 + 1).into())),
+                Storage::Dict => Value::dict(format!("s{}", i % 2 + 1)),
             });
         }
     }

@@ -249,7 +249,7 @@ fn push_values(
                 curr: 7,
                 prev: 20 + cnt,
             })),
-            "server_key" => v.push(Value::Dict(Some(server_key.to_string().into()))),
+            "server_key" => v.push(Value::dict(server_key.to_string())),
             other => panic!("unexpected column {other} in {def:?}"),
         }
     }

@@ -442,7 +442,7 @@ fn dictionaries_are_per_connection() {
         ],
         unknown_types: 0,
     });
-    let vals = [Value::ServerId(1), Value::Dict(Some("s1".into()))];
+    let vals = [Value::ServerId(1), Value::dict("s1")];
     let mut sizes = Vec::new();
     for _ in 0..2 {
         let mut s = accepted(0);

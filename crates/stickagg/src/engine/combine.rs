@@ -57,7 +57,7 @@ pub(super) fn combine<'a>(
     if is_latest(s.storage, s.combine) {
         let w = pick_latest(s, it).map_or(&[0u32, 0][..], |x| x.1);
         return match s.storage {
-            Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
+            Storage::Dict => Value::Dict(dict.get(w[0]).cloned().map(Box::new)),
             Storage::SignedInt => Value::ServerId(w[0] as i32),
             Storage::UnsignedLong => Value::U64(u64_at(w)),
             _ => Value::U32(w[0]),

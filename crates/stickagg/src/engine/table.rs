@@ -232,7 +232,7 @@ impl Layout {
                 Storage::UnsignedInt => Value::U32(w[0]),
                 Storage::UnsignedLong => Value::U64(u64_at(w)),
                 Storage::FreqCtr => Value::Freq(rebase_freq(freq_at(w), since)),
-                Storage::Dict => Value::Dict(dict.get(w[0]).cloned()),
+                Storage::Dict => Value::Dict(dict.get(w[0]).cloned().map(Box::new)),
             });
         }
     }

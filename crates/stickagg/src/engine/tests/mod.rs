@@ -541,7 +541,7 @@ fn latest_server_id_and_server_key() {
         &[("server_id", 1, 0), ("server_key", 1, 0)],
     );
     let mut h = H::new(3, stick);
-    let s = |v: &'static str| Value::Dict(Some(Bytes::from_static(v.as_bytes())));
+    let s = |v: &'static str| Value::dict(Bytes::from_static(v.as_bytes()));
     let k = b"client";
     h.send(0, k, vec![Value::ServerId(1), s("s1")], 1);
     h.send(1, k, vec![Value::ServerId(2), s("s2")], 1);
@@ -588,7 +588,7 @@ fn latest_write_of_a_server_wins_over_unchanged_resends() {
         ],
     );
     let mut h = H::new(3, mixed);
-    let s = |v: &'static str| Value::Dict(Some(Bytes::from_static(v.as_bytes())));
+    let s = |v: &'static str| Value::dict(Bytes::from_static(v.as_bytes()));
     let v = |id: i32, cnt: u32, key: Value| vec![Value::ServerId(id), Value::U32(cnt), key];
     let k = [10, 0, 0, 1];
     // Node 0 picks s1; node 1 fails over to s2 later: s2 everywhere.
@@ -629,7 +629,7 @@ fn interned_names_are_released_with_their_contributions() {
         &[("server_key", 1, 0)],
     );
     let mut h = H::new(2, stick);
-    let s = |v: &'static str| Value::Dict(Some(Bytes::from_static(v.as_bytes())));
+    let s = |v: &'static str| Value::dict(Bytes::from_static(v.as_bytes()));
     h.send(0, b"a", vec![s("s1")], 0);
     h.send(1, b"a", vec![s("s2")], 0);
     h.send(1, b"b", vec![s("s2")], 0);
@@ -1311,7 +1311,7 @@ proptest! {
                         0 => Value::U32(b),
                         1 => f(a, b % 100, b % 7),
                         2 => Value::ServerId(b as i32),
-                        3 => Value::Dict(Some(Bytes::from(format!("s{}", b % 3)))),
+                        3 => Value::dict(Bytes::from(format!("s{}", b % 3))),
                         4 => Value::DictUnknown,
                         _ => Value::U64(b as u64),
                     };
@@ -1450,7 +1450,7 @@ fn no_server_is_not_echoed_to_the_node_that_sent_it() {
     );
     assert_eq!(h.drain(1, 1).len(), 1, "the others get the counter");
     // Once a server is chosen, everyone gets the entry, the sender included.
-    let s2 = Value::Dict(Some(Bytes::from_static(b"s2")));
+    let s2 = Value::dict(Bytes::from_static(b"s2"));
     h.send(
         0,
         &k,

@@ -102,6 +102,11 @@ impl Changes {
 
     /// The latest sequence number (its entry is live, see
     /// [`retire`](Self::retire)).
+    /// The slot changed at position `pos`, live or not (for prefetching).
+    pub(super) fn slot_at(&self, pos: usize) -> Option<u32> {
+        self.slots.get(pos).copied()
+    }
+
     pub(super) fn last(&self) -> Option<u64> {
         self.seqs.last().copied()
     }

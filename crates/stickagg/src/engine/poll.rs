@@ -25,6 +25,10 @@ use bytes::Bytes;
 /// entry), 64k entries bound it to about 10 MB per table.
 pub(super) const COMPUTED_MAX: usize = 1 << 16;
 
+/// How far ahead in the change sequence a poll requests a key's slab entry,
+/// then its contributions (see `Table::prefetch_change`).
+const POLL_PREFETCH: (usize, usize) = (16, 8);
+
 impl Engine {
     /// Coalesced pending changes for this peer, at most `max`, oldest first
     /// across its tables (expiries and republishes due at `now` are applied
@@ -68,6 +72,8 @@ impl Engine {
             };
             let (s, slot, t, j, pos) = next[i];
             let table = &mut tables[t];
+            table.prefetch_change(pos + POLL_PREFETCH.0, false);
+            table.prefetch_change(pos + POLL_PREFETCH.1, true);
             let live = table.entry(slot).filter(|e| e.has_live(now));
             if let Some(e) = live.filter(|e| !table.no_choice_for_contributor(e, peer as u32, now))
             {

@@ -780,6 +780,28 @@ impl Table {
         self.changes.live_from(pos, |s, k| is_current(seqs, s, k))
     }
 
+    /// For [`Engine::poll_updates`](super::Engine::poll_updates), what the
+    /// change at position `pos` will need, requested ahead as the ingest
+    /// does (a peer's poll walks keys changed long ago, out of cache: the
+    /// slab entry and the first contribution were 60 % of polling). Without
+    /// `contributions`: the slab entry and the key's sequence number, which
+    /// must be requested first; with it: the contributions, read from the
+    /// slab entry.
+    pub(super) fn prefetch_change(&self, pos: usize, contributions: bool) {
+        let Some(slot) = self.changes.slot_at(pos) else {
+            return;
+        };
+        if contributions {
+            if let Some(e) = self.entry(slot) {
+                prefetch_slice(&e.heads);
+                prefetch_slice(&e.words);
+            }
+        } else if let Some(e) = self.slab.get(slot as usize) {
+            prefetch_slice(std::slice::from_ref(e));
+            prefetch_slice(&self.seqs[slot as usize..slot as usize + 1]);
+        }
+    }
+
     /// The sequence number of the latest change.
     pub(super) fn last_change(&self) -> Option<u64> {
         self.changes.last()

@@ -496,6 +496,11 @@ impl Engine {
         p.refused.clear();
         p.cursors.clear();
         p.announced = 0;
+        if let Ok(source) = u32::try_from(peer) {
+            for t in &mut self.tables {
+                t.source_connected(source);
+            }
+        }
         self.refresh_sends(Some(peer));
     }
 

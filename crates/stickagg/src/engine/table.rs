@@ -543,6 +543,12 @@ impl Head {
 pub(super) struct Contributor {
     pub(super) entries: u32,
     pub(super) group: u32,
+    /// Some of its contributions may predate its latest connection: set
+    /// when it connects while it has some, cleared by the scan at the end
+    /// of its teach (`drop_stale`), which is skipped without it. After a
+    /// restart of stickagg no node has any, and ten scans of every key
+    /// were 30 % of relearning a million keys from ten nodes.
+    pub(super) predating: bool,
 }
 
 /// The group of each source, for the tables where some source has one
@@ -1127,9 +1133,22 @@ impl Table {
         }
     }
 
+    /// `source` connected again (a new epoch): what it contributed so far
+    /// may be stale.
+    pub(super) fn source_connected(&mut self, source: u32) {
+        if let Some(c) = self.per_source.get_mut(&source) {
+            c.predating = true;
+        }
+    }
+
     /// Drops the contributions of `source` received before `epoch` (its
     /// latest connection). Returns how many.
     pub(super) fn drop_stale(&mut self, ctx: &mut Ctx, source: u32, epoch: Epoch, now: u64) -> u64 {
+        match self.per_source.get_mut(&source) {
+            Some(c) if c.predating => c.predating = false,
+            // Everything it contributes arrived on this connection.
+            _ => return 0,
+        }
         let mut dropped = 0;
         for slot in 0..self.slab.len() as u32 {
             if !self.per_source.contains_key(&source) {

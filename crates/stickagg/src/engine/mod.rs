@@ -95,10 +95,9 @@ pub use mapping::{is_output_name, output_name};
 pub use view::{ContributionInfo, KeyInfo, SourceInfo, TableInfo};
 
 use ahash::RandomState;
-use bytes::Bytes;
 use intern::Interner;
 use peers::session::{Event, Session};
-use peers::{KeyType, TableDef, Update, Value};
+use peers::{Key, KeyType, TableDef, Update, Value, Values};
 use std::collections::HashMap;
 use std::sync::Arc;
 use table::{Applied, Ctx, Epoch, Table, AGE_SWEEP, NEVER};
@@ -197,9 +196,11 @@ pub enum TableVerdict {
 pub struct OutUpdate {
     /// Our output table id (as in [`Engine::outputs_for`]).
     pub table: u64,
-    pub key: Bytes,
+    /// Inline like a decoded update's (see `peers::Key`): a push allocates
+    /// nothing for a short key and two values.
+    pub key: Key,
     /// In the output definition's column order.
-    pub values: Vec<Value>,
+    pub values: Values,
     /// Remaining lifetime to send as a timed update; `None`: never expires.
     pub expire: Option<u32>,
 }

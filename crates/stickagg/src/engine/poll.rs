@@ -18,7 +18,7 @@
 
 use super::table::{rebase, since, Computed};
 use super::{Engine, OutUpdate, PeerId};
-use bytes::Bytes;
+use peers::{Key, Values};
 
 /// Aggregates kept per table for peers that have not polled them yet. At
 /// roughly 150 bytes each for a two-column table (the values, the map
@@ -77,11 +77,11 @@ impl Engine {
             let live = table.entry(slot).filter(|e| e.has_live(now));
             if let Some(e) = live.filter(|e| !table.no_choice_for_contributor(e, peer as u32, now))
             {
-                let (key, published) = (Bytes::copy_from_slice(&e.key), e.published);
+                let (key, published) = (Key::from_slice(&e.key), e.published);
                 let (mut values, expire) = match table.computed.get(&s) {
                     Some(c) => (c.values.clone(), c.expire),
                     None => {
-                        let mut values = Vec::with_capacity(table.layout.slots.len());
+                        let mut values = Values::new();
                         let expire = table.aggregate(e, published, dict, &mut values);
                         let wanted = others[j].is_some_and(|o| o < s);
                         if wanted && table.computed.len() < COMPUTED_MAX {

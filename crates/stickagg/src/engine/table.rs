@@ -17,7 +17,7 @@ use super::timers::Timers;
 use super::EngineCounters;
 use ahash::RandomState;
 use peers::freq::FreqCtr;
-use peers::{Combine, Storage, TableDef, Update, Value};
+use peers::{Combine, Storage, TableDef, Update, Value, Values};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -224,7 +224,7 @@ impl Layout {
 
     /// One contribution's values as received, rates re-based to `since` ms
     /// after their arrival (for the stats views).
-    pub(super) fn load(&self, words: &[u32], since: i64, dict: &Interner, out: &mut Vec<Value>) {
+    pub(super) fn load(&self, words: &[u32], since: i64, dict: &Interner, out: &mut Values) {
         for s in &self.slots {
             let w = &words[s.off as usize..];
             out.push(match s.storage {
@@ -332,7 +332,7 @@ fn rebase_freq(f: FreqCtr, since: i64) -> FreqCtr {
 /// `KeyEntry::published`, kept for the peers that have not polled it yet.
 #[derive(Debug, Clone)]
 pub(super) struct Computed {
-    pub(super) values: Vec<Value>,
+    pub(super) values: Values,
     pub(super) expire: Option<u32>,
 }
 
@@ -1187,7 +1187,7 @@ impl Table {
         e: &KeyEntry,
         now: u64,
         dict: &Interner,
-        out: &mut Vec<Value>,
+        out: &mut Values,
     ) -> Option<u32> {
         let width = self.layout.width;
         if self.forward {

@@ -5,7 +5,7 @@
 use super::table::Table;
 use super::{Engine, PeerId};
 use bytes::Bytes;
-use peers::{TableDef, Value};
+use peers::{TableDef, Value, Values};
 use std::sync::Arc;
 
 /// One output table and how it is fed.
@@ -194,8 +194,9 @@ impl Engine {
         now: u64,
         detail: bool,
     ) -> KeyInfo {
-        let mut values = Vec::with_capacity(t.layout.slots.len());
+        let mut values = Values::new();
         let expire = t.aggregate(e, now, &self.dict, &mut values);
+        let values = values.into_vec();
         let mut sources = Vec::new();
         if detail {
             let w = t.layout.width;
@@ -203,7 +204,7 @@ impl Engine {
                 if !h.is_live(now) {
                     continue;
                 }
-                let mut v = Vec::with_capacity(t.layout.slots.len());
+                let mut v = Values::new();
                 t.layout.load(
                     &e.words[i * w..(i + 1) * w],
                     h.age(now) as i64,
@@ -213,7 +214,7 @@ impl Engine {
                 sources.push(ContributionInfo {
                     peer: h.source as PeerId,
                     name: self.peer_name(h.source as PeerId),
-                    values: v,
+                    values: v.into_vec(),
                     expire: h.remaining(now),
                     age_ms: h.age(now),
                 });

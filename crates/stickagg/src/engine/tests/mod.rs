@@ -3,6 +3,7 @@
 //! with `peers::freq`, exactly as HAProxy reads a counter.
 
 use super::*;
+use bytes::Bytes;
 use peers::freq::Window;
 use peers::registry::data_type_by_name as by;
 use peers::{Column, FreqCtr, KeyType};
@@ -165,13 +166,13 @@ fn counters_sum_across_three_peers() {
     assert_eq!(out[0].table, 1);
     assert_eq!(&out[0].key[..], &k);
     // Saturating sums, never a wrap.
-    assert_eq!(out[0].values, counters(15, u32::MAX, 3, u64::MAX));
+    assert_eq!(out[0].values.to_vec(), counters(15, u32::MAX, 3, u64::MAX));
     assert_eq!(out[0].expire, None);
     // Absolute values: a re-sent value is not added twice, a decrease
     // (counter cleared on a node) is taken as is.
     h.send(0, &k, counters(5, 1, 2, 100), 4);
     h.send(1, &k, counters(1, 2, 1, 5), 5);
-    assert_eq!(h.drain(0, 5)[0].values, counters(9, 13, 3, 125));
+    assert_eq!(h.drain(0, 5)[0].values.to_vec(), counters(9, 13, 3, 125));
     assert_eq!(h.e.counters().updates, 5);
 }
 
@@ -239,7 +240,7 @@ fn from_nonagg_mapping() {
     assert_eq!(outs[0].name, "/req.agg");
     let out = e.poll_updates(0, 10, 0);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].values, vec![Value::U32(4)]);
+    assert_eq!(out[0].values.to_vec(), vec![Value::U32(4)]);
     let t = e.table_info("/req.nonagg").unwrap();
     assert_eq!(
         (t.input.as_str(), t.output.as_str()),
@@ -336,7 +337,7 @@ fn expiry_removes_a_contribution_then_the_key() {
     h.send(0, &k, vec![Value::U32(5)], 0);
     h.send(1, &k, vec![Value::U32(7)], 500);
     let out = h.drain(0, 600);
-    assert_eq!(out[0].values, vec![Value::U32(12)]);
+    assert_eq!(out[0].values.to_vec(), vec![Value::U32(12)]);
     // The longest remaining lifetime among the contributions.
     assert_eq!(out[0].expire, Some(900));
     assert_eq!(h.e.next_wake(), Some(1_000));
@@ -345,7 +346,7 @@ fn expiry_removes_a_contribution_then_the_key() {
     h.e.tick(1_000);
     assert!(h.e.has_pending(0));
     let out = h.drain(0, 1_000);
-    assert_eq!(out[0].values, vec![Value::U32(7)]);
+    assert_eq!(out[0].values.to_vec(), vec![Value::U32(7)]);
     assert_eq!(out[0].expire, Some(500));
     assert_eq!(h.e.counters().expired, 1);
     // The last one lapses: the key is dropped and not published any more.
@@ -376,7 +377,7 @@ fn renewal_and_timed_updates() {
     u.expire = Some(300);
     h.e.update(1, IN, &u, 1_000);
     let out = h.drain(0, 1_000);
-    assert_eq!(out[0].values, vec![Value::U32(7)]);
+    assert_eq!(out[0].values.to_vec(), vec![Value::U32(7)]);
     assert_eq!(out[0].expire, Some(800));
     u.expire = Some(50_000);
     h.e.update(1, IN, &u, 1_000);
@@ -407,7 +408,7 @@ fn coalescing_100_updates_of_one_key() {
     assert!(h.e.has_pending(0));
     let out = h.drain(0, 100);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].values, counters(99, 99, 0, 99));
+    assert_eq!(out[0].values.to_vec(), counters(99, 99, 0, 99));
     assert!(!h.e.has_pending(0));
     // Bounded memory: the change tree holds one item per key.
     assert_eq!(h.e.tables[0].changes_len(), 1);
@@ -470,14 +471,14 @@ fn updates_across_tables_come_oldest_first() {
     let keys: Vec<_> = e
         .poll_updates(0, 10, 0)
         .into_iter()
-        .map(|u| (u.table, u.key))
+        .map(|u| (u.table, u.key.to_vec()))
         .collect();
     assert_eq!(
         keys,
         vec![
-            (2, Bytes::from_static(b"b001")),
-            (1, Bytes::from_static(b"a001")),
-            (2, Bytes::from_static(b"b002"))
+            (2, b"b001".to_vec()),
+            (1, b"a001".to_vec()),
+            (2, b"b002".to_vec())
         ]
     );
 }
@@ -858,11 +859,14 @@ fn an_intermediate_sends_up_and_down_and_announces_what_it_expects() {
     let up = e.poll_updates(TOP, 10, 1);
     assert_eq!(up.len(), 1);
     assert_eq!(
-        (up[0].table, up[0].values.clone()),
+        (up[0].table, up[0].values.to_vec()),
         (1, vec![Value::U32(7)])
     );
     for n in [0, 1] {
-        assert_eq!(e.poll_updates(n, 10, 1)[0].values, vec![Value::U32(7)]);
+        assert_eq!(
+            e.poll_updates(n, 10, 1)[0].values.to_vec(),
+            vec![Value::U32(7)]
+        );
     }
     // The total comes back from above and is relayed to the nodes only.
     e.table_defined(TOP, 5, &def(5, "/t.agg", KeyType::Ipv4, 4, 10_000, cols), 2);
@@ -872,7 +876,7 @@ fn an_intermediate_sends_up_and_down_and_announces_what_it_expects() {
         let out = e.poll_updates(n, 10, 2);
         assert_eq!(out.len(), 1);
         assert_eq!(
-            (out[0].table, out[0].values.clone()),
+            (out[0].table, out[0].values.to_vec()),
             (2, vec![Value::U32(70)])
         );
     }
@@ -902,7 +906,10 @@ fn no_ascend_and_no_feedback() {
     assert!(e.poll_updates(9, 10, 0).is_empty());
     // It still expects (and relays) the upper level's totals.
     assert_eq!(names(&e.take_announcements(9)), ["/t.agg"]);
-    assert_eq!(e.poll_updates(0, 10, 0)[0].values, vec![Value::U32(3)]);
+    assert_eq!(
+        e.poll_updates(0, 10, 0)[0].values.to_vec(),
+        vec![Value::U32(3)]
+    );
 
     let mut e = Engine::new(EngineConfig {
         no_feedback: true,
@@ -913,12 +920,15 @@ fn no_ascend_and_no_feedback() {
     e.update(0, 1, &upd(b"abcd", vec![Value::U32(3)]), 0);
     assert_eq!(names(&e.outputs_for(0)), ["/t.agg"]);
     assert!(e.poll_updates(0, 10, 0).is_empty());
-    assert_eq!(e.poll_updates(9, 10, 0)[0].values, vec![Value::U32(3)]);
+    assert_eq!(
+        e.poll_updates(9, 10, 0)[0].values.to_vec(),
+        vec![Value::U32(3)]
+    );
     e.table_defined(9, 1, &def(1, "/t.agg", KeyType::Ipv4, 4, 10_000, cols), 1);
     e.update(9, 1, &upd(b"abcd", vec![Value::U32(30)]), 1);
     let out = e.poll_updates(0, 10, 1);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].values, vec![Value::U32(30)]);
+    assert_eq!(out[0].values.to_vec(), vec![Value::U32(30)]);
 }
 
 /// Two top levels (HA) feed the same forwarded key: the latest value
@@ -950,19 +960,25 @@ fn forwarding_latest_value_in_virtual_time() {
     let out = e.poll_updates(0, 10, 600);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].table, 2);
-    assert_eq!(out[0].values, vec![f(1_500, 5, 10), Value::U32(40)]);
+    assert_eq!(
+        out[0].values.to_vec(),
+        vec![f(1_500, 5, 10), Value::U32(40)]
+    );
     assert_eq!(out[0].expire, Some(4_500));
     // No republish of a forwarded rate: the only deadline is the expiry.
     assert_eq!(e.next_wake(), Some(5_100));
     // top9 at 700, valid 1 s: newer, so relayed although it is shorter.
     e.update(9, 7, &timed(vec![f(0, 6, 10), Value::U32(41)], 1_000), 700);
     let out = e.poll_updates(0, 10, 700);
-    assert_eq!(out[0].values, vec![f(0, 6, 10), Value::U32(41)]);
+    assert_eq!(out[0].values.to_vec(), vec![f(0, 6, 10), Value::U32(41)]);
     assert_eq!(out[0].expire, Some(1_000));
     // Once it lapses, top8's value (still valid) is relayed again.
     e.tick(1_700);
     let out = e.poll_updates(0, 10, 1_700);
-    assert_eq!(out[0].values, vec![f(2_600, 5, 10), Value::U32(40)]);
+    assert_eq!(
+        out[0].values.to_vec(),
+        vec![f(2_600, 5, 10), Value::U32(40)]
+    );
     assert_eq!(out[0].expire, Some(3_400));
     assert_eq!(e.counters().expired, 1);
     // top8 restarts and teaches nothing: its stale contribution goes, and
@@ -1013,13 +1029,19 @@ fn a_top_level_announces_its_outputs_to_down_peers() {
     assert_eq!(names(&e.take_announcements(0)), ["/t.agg"]);
     assert_eq!(names(&e.take_announcements(1)), ["/t.agg"]);
     e.update(0, 1, &upd(b"abcd", vec![Value::U32(5)]), 1);
-    assert_eq!(e.poll_updates(0, 10, 1)[0].values, vec![Value::U32(5)]);
+    assert_eq!(
+        e.poll_updates(0, 10, 1)[0].values.to_vec(),
+        vec![Value::U32(5)]
+    );
     // mid1 gets the totals once it declares the table.
     assert!(!e.has_pending(1));
     e.table_defined(1, 4, &agg, 2);
     e.table_defined(1, 3, &inter, 2);
     e.update(1, 3, &upd(b"abcd", vec![Value::U32(6)]), 2);
-    assert_eq!(e.poll_updates(1, 10, 2)[0].values, vec![Value::U32(11)]);
+    assert_eq!(
+        e.poll_updates(1, 10, 2)[0].values.to_vec(),
+        vec![Value::U32(11)]
+    );
 }
 
 /// `group`: replicas count once per key (the largest value of each summed
@@ -1175,7 +1197,7 @@ fn a_middle_level_of_a_chain() {
     e.update(low, 1, &upd(b"abcd", vec![Value::U32(4)]), 1);
     let up = e.poll_updates(top, 10, 1);
     assert_eq!(up.len(), 1);
-    assert_eq!(up[0].values, vec![Value::U32(4)]);
+    assert_eq!(up[0].values.to_vec(), vec![Value::U32(4)]);
     assert!(
         e.poll_updates(low, 10, 1).is_empty(),
         "outputs do not go down"
@@ -1187,7 +1209,7 @@ fn a_middle_level_of_a_chain() {
     e.update(top, 3, &upd(b"abcd", vec![Value::U32(40)]), 2);
     let down = e.poll_updates(low, 10, 2);
     assert_eq!(down.len(), 1);
-    assert_eq!(down[0].values, vec![Value::U32(40)]);
+    assert_eq!(down[0].values.to_vec(), vec![Value::U32(40)]);
     assert!(
         e.poll_updates(top, 10, 2).is_empty(),
         "forwarded tables never go up"
@@ -1230,7 +1252,7 @@ proptest! {
         // (node, key) → latest values, and what each node must re-teach.
         let mut model: BTreeMap<(usize, u8), (u32, u64)> = BTreeMap::new();
         let mut stale: Vec<Vec<u8>> = vec![Vec::new(); 3];
-        let mut seen: [BTreeMap<Bytes, Vec<Value>>; 2] = Default::default();
+        let mut seen: [BTreeMap<peers::Key, peers::Values>; 2] = Default::default();
         let mut now = 0;
         for op in ops {
             match op {
@@ -1278,7 +1300,7 @@ proptest! {
             let key = Bytes::copy_from_slice(&[0, 0, 0, k]);
             prop_assert_eq!(h.agg(&key, now), Some(want.clone()));
             for seen in &seen {
-                prop_assert_eq!(seen.get(&key), Some(&want));
+                prop_assert_eq!(seen.get(&key[..]).map(|v| v.to_vec()), Some(want.clone()));
             }
         }
     }
@@ -1459,7 +1481,10 @@ fn no_server_is_not_echoed_to_the_node_that_sent_it() {
     );
     let back = h.drain(0, 2);
     assert_eq!(back.len(), 1);
-    assert_eq!(back[0].values, vec![Value::ServerId(2), Value::U32(1), s2]);
+    assert_eq!(
+        back[0].values.to_vec(),
+        vec![Value::ServerId(2), Value::U32(1), s2]
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1509,7 +1534,7 @@ fn a_full_table_drops_new_keys_and_keeps_updating_the_others() {
     h.send(1, &[10, 0, 0, 2], vec![Value::U32(5)], 3);
     let sent = h.drain(0, 3);
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].values, vec![Value::U32(6)]);
+    assert_eq!(sent[0].values.to_vec(), vec![Value::U32(6)]);
     // Malformed updates are no drops.
     h.send(0, &[10, 0, 0, 9], vec![Value::U64(1)], 3);
     assert_eq!(h.e.counters().dropped_entries, 4);

@@ -329,6 +329,10 @@ impl PeerState {
 /// the changes that arrived.
 const TICK_BUDGET: usize = 512;
 
+/// How far ahead among the timers due a tick requests a key's slab entry,
+/// then its contributions (see `Table::prefetch_slot`).
+const TICK_PREFETCH: (usize, usize) = (8, 4);
+
 /// Timers handled by each [`Engine::poll_updates`]: the hub polls every peer
 /// several times a round, and the round's timers are the hub's own `tick`.
 /// A few here keep a poll from sending a value whose expiry is just due.
@@ -939,6 +943,15 @@ impl Engine {
             let Some((at, t, slot)) = self.timers.pop(now) else {
                 break;
             };
+            // Keys due together are spread over the slab: request the next
+            // ones' entries and contributions, as the ingest does.
+            for (n, contributions) in [(TICK_PREFETCH.0, false), (TICK_PREFETCH.1, true)] {
+                if let Some((_, t, slot)) = self.timers.ready_ahead(n) {
+                    if let Some(table) = self.tables.get(t as usize) {
+                        table.prefetch_slot(slot, contributions);
+                    }
+                }
+            }
             let (tables, mut ctx) = self.split();
             let woke = tables
                 .get_mut(t as usize)

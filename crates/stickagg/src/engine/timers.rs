@@ -170,6 +170,14 @@ impl Timers {
         }
     }
 
+    /// The entry `n` places after the next one [`pop`](Timers::pop) hands
+    /// out from the millisecond slot being handed out, if it has that many:
+    /// for prefetching what it will touch.
+    pub(super) fn ready_ahead(&self, n: usize) -> Option<Timer> {
+        let len = self.ready.len();
+        len.checked_sub(n + 1).map(|i| self.ready[i])
+    }
+
     /// When [`pop`](Timers::pop) may next hand something out: the deadline
     /// itself for the next millisecond slot, a lower bound above.
     pub(super) fn next_deadline(&self) -> Option<u64> {
@@ -255,6 +263,19 @@ mod tests {
         w.insert((10, 0, 2));
         assert_eq!(w.next_deadline(), Some(1_000));
         assert_eq!(w.pop(1_000), Some((10, 0, 2)));
+    }
+
+    #[test]
+    fn ready_ahead_names_what_pop_hands_out_next() {
+        let mut w = Timers::new();
+        for slot in 0..4 {
+            w.insert((70, 0, slot));
+        }
+        w.pop(70).unwrap();
+        let ahead: Vec<_> = (0..4).map(|n| w.ready_ahead(n)).collect();
+        let popped: Vec<_> = std::iter::from_fn(|| w.pop(70)).map(Some).collect();
+        assert_eq!(ahead[..3], popped[..]);
+        assert_eq!(ahead[3], None);
     }
 
     proptest! {

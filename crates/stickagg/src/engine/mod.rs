@@ -853,6 +853,9 @@ impl Engine {
             (Some(Binding::Refused), _) => return c.ignored_refused += 1,
             _ => return c.ignored_unknown += 1,
         };
+        // Updates leave stale timers (a deadline moved earlier): bounded
+        // here too, not only in ticks, whoever drives the engine.
+        self.sweep_timers();
         let expires = expiry(now, def_expire, update.expire);
         self.stamp += 1;
         let stamp = self.stamp;
@@ -960,6 +963,11 @@ impl Engine {
                 self.timers.popped_stale();
             }
         }
+        self.sweep_timers();
+    }
+
+    /// Drops the stale timers once they outnumber the live ones.
+    fn sweep_timers(&mut self) {
         if self.timers.needs_sweep() {
             let tables = &self.tables;
             self.timers.retain(|(at, t, slot)| {
@@ -975,6 +983,12 @@ impl Engine {
     /// be early (the timers are a wheel, see `timers.rs`).
     pub fn next_deadline(&self) -> Option<u64> {
         self.timers.next_deadline()
+    }
+
+    /// Timer entries held, stale ones included.
+    #[cfg(test)]
+    pub(crate) fn timers_held(&self) -> usize {
+        self.timers.held()
     }
 
     /// The earliest deadline of any key: what [`next_deadline`] would be

@@ -85,6 +85,11 @@ impl Timers {
         self.len.saturating_sub(self.stale)
     }
 
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.len
+    }
+
     pub(super) fn insert(&mut self, t: Timer) {
         self.place(t);
         self.len += 1;

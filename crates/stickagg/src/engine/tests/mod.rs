@@ -330,6 +330,29 @@ fn a_burst_of_timers_is_handled_in_bounded_ticks() {
     assert_eq!(h.e.next_deadline(), None);
 }
 
+/// A key whose deadline keeps moving earlier leaves a stale timer each
+/// time (see `timers.rs`); with no tick at all, updates alone keep them
+/// swept, and the deadline stays the latest one planned.
+#[test]
+fn stale_timers_stay_bounded_without_ticks() {
+    let mut h = H::new(
+        1,
+        def(IN, "/t", KeyType::Integer, 4, 1_000_000, &[("gpc0", 1, 0)]),
+    );
+    for i in 0..10_000u32 {
+        let u = Update {
+            expire: Some(1_000_000 - i),
+            ..upd(&[0, 0, 0, 1], vec![Value::U32(i)])
+        };
+        h.e.update(0, IN, &u, 0);
+    }
+    let held = h.e.timers_held();
+    assert!((1..=2 * 1024 + 1).contains(&held), "{held} timers held");
+    assert_eq!(h.e.next_wake(), Some(1_000_000 - 9_999));
+    h.e.tick(1_000_000 - 9_999);
+    assert_eq!(h.e.tables()[0].entries, 0);
+}
+
 #[test]
 fn expiry_removes_a_contribution_then_the_key() {
     let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]));

@@ -54,8 +54,8 @@ pub(super) struct Timers {
     levels: Vec<Level>,
     /// The level-0 slot that came due last, handed out one by one.
     ready: Vec<Timer>,
-    /// Entries beyond the top level's span (the wheel starts at 0 and
-    /// instants are Unix milliseconds: past the year 2109).
+    /// Entries beyond the top level's span (the hub's clock counts from
+    /// its start: 139 years of uptime).
     far: Vec<Timer>,
     /// Entries held, stale ones included.
     len: usize,

@@ -40,12 +40,9 @@ fuzz_target!(|data: &[u8]| {
         while let Some(ev) = h.event() {
             events.push(ev.clone());
             match ev {
-                Event::Update {
-                    remote_id,
-                    def,
-                    update,
-                } if echo && h.s.is_established() => {
-                    h.s.declare_table(def);
+                Event::Update { remote_id, update } if echo && h.s.is_established() => {
+                    // The definition it was decoded with (see `Harness::defs`).
+                    h.s.declare_table(h.defs[&remote_id].clone());
                     let r = h.s.send_update(
                         remote_id,
                         &update.key,
@@ -104,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
     while let Some(ev) = mirror.event() {
         match ev {
             Event::Update { update, .. } => {
-                got.push((update.key.to_vec(), update.values, update.expire))
+                got.push((update.key.to_vec(), update.values.to_vec(), update.expire))
             }
             Event::Closed(reason) => panic!("our own output closed a peer: {reason:?}"),
             _ => {}

@@ -3,6 +3,8 @@
 
 use peers::registry::{Params, DATA_TYPES};
 use peers::{Column, Event, KeyType, Role, Session, SessionConfig, TableDef, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Bytes [`table_from`] reads.
 pub const TABLE_HEADER: usize = 8;
@@ -111,6 +113,10 @@ pub struct Harness {
     pub established: bool,
     /// Everything the session asked to write, in order.
     pub out: Vec<u8>,
+    /// Each remote table id's definition as of the events taken so far
+    /// (an update was decoded with the one before it in the stream, which
+    /// `Session::rx_def` no longer gives once a later DEFINE is queued).
+    pub defs: HashMap<u64, Arc<TableDef>>,
 }
 
 impl Harness {
@@ -121,6 +127,7 @@ impl Harness {
             closed: false,
             established: false,
             out: Vec::new(),
+            defs: HashMap::new(),
         }
     }
 
@@ -162,11 +169,16 @@ impl Harness {
                 assert!(*minor <= 1);
                 self.established = true;
             }
-            Event::Update { def, update, .. } => {
+            Event::Update { remote_id, update } => {
+                let def = self.defs.get(remote_id).expect("an update of a defined table");
                 assert_eq!(update.values.len(), def.value_count());
             }
-            Event::TableDefined { def, .. } => {
+            Event::TableDefined { remote_id, def } => {
                 assert!(columns_consistent(def), "{def:?}");
+                self.defs.insert(*remote_id, def.clone());
+            }
+            Event::TableRejected { remote_id, .. } => {
+                self.defs.remove(remote_id);
             }
             _ => {}
         }

@@ -38,6 +38,8 @@ const RANGE: u64 = 1 << (BITS * LEVELS as u32);
 /// A slot's list keeps its allocation after it is emptied (the wheel turns
 /// back to it) unless it grew past this, after a burst.
 const KEEP_CAPACITY: usize = 4096;
+/// A sweep leaves a list this much room beyond twice its entries.
+const SHRINK_SLACK: usize = 64;
 /// No sweep for fewer stale entries than this: not worth a pass.
 const SWEEP_MIN: usize = 1024;
 
@@ -90,6 +92,16 @@ impl Timers {
         self.len
     }
 
+    /// Entries the slots' lists have room for (not counting `ready`).
+    #[cfg(test)]
+    fn retained(&self) -> usize {
+        self.levels
+            .iter()
+            .flat_map(|l| l.slots.iter())
+            .map(Vec::capacity)
+            .sum()
+    }
+
     pub(super) fn insert(&mut self, t: Timer) {
         self.place(t);
         self.len += 1;
@@ -112,14 +124,24 @@ impl Timers {
         self.stale >= SWEEP_MIN && self.stale * 2 > self.len
     }
 
-    /// Keeps only the entries `live` accepts; the stale count starts over.
+    /// Keeps only the entries `live` accepts; the stale count starts over,
+    /// and lists left mostly empty give their room back: a slot far ahead
+    /// (an expiry an hour away) is not handed out for that long, and would
+    /// otherwise keep the room its stale entries took until then (a soak's
+    /// RSS crept up by a megabyte a minute).
     pub(super) fn retain(&mut self, mut live: impl FnMut(Timer) -> bool) {
-        self.ready.retain(|&t| live(t));
-        self.far.retain(|&t| live(t));
+        fn sweep(list: &mut Vec<Timer>, live: &mut impl FnMut(Timer) -> bool) {
+            list.retain(|&t| live(t));
+            if list.capacity() > 2 * list.len() + SHRINK_SLACK {
+                list.shrink_to(list.len() + list.len() / 4);
+            }
+        }
+        sweep(&mut self.ready, &mut live);
+        sweep(&mut self.far, &mut live);
         let mut len = self.ready.len() + self.far.len();
         for level in &mut self.levels {
             for (i, slot) in level.slots.iter_mut().enumerate() {
-                slot.retain(|&t| live(t));
+                sweep(slot, &mut live);
                 if slot.is_empty() {
                     level.occupied &= !(1 << i);
                 }
@@ -281,6 +303,24 @@ mod tests {
         let popped: Vec<_> = std::iter::from_fn(|| w.pop(70)).map(Some).collect();
         assert_eq!(ahead[..3], popped[..]);
         assert_eq!(ahead[3], None);
+    }
+
+    /// Entries far ahead, all gone stale: a sweep gives their room back.
+    #[test]
+    fn a_sweep_gives_room_back() {
+        let mut w = Timers::new();
+        for i in 0..100_000u32 {
+            w.insert((3_600_000 + (i % 1_000) as u64, 0, i));
+            w.forget();
+        }
+        assert!(w.retained() >= 100_000);
+        w.retain(|_| false);
+        assert_eq!(w.held(), 0);
+        assert!(
+            w.retained() <= LEVELS * SLOTS * SHRINK_SLACK,
+            "{}",
+            w.retained()
+        );
     }
 
     proptest! {

@@ -170,7 +170,10 @@ impl Harness {
                 self.established = true;
             }
             Event::Update { remote_id, update } => {
-                let def = self.defs.get(remote_id).expect("an update of a defined table");
+                let def = self
+                    .defs
+                    .get(remote_id)
+                    .expect("an update of a defined table");
                 assert_eq!(update.values.len(), def.value_count());
             }
             Event::TableDefined { remote_id, def } => {

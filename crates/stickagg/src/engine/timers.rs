@@ -127,8 +127,9 @@ impl Timers {
     /// Keeps only the entries `live` accepts; the stale count starts over,
     /// and lists left mostly empty give their room back: a slot far ahead
     /// (an expiry an hour away) is not handed out for that long, and would
-    /// otherwise keep the room its stale entries took until then (a soak's
-    /// RSS crept up by a megabyte a minute).
+    /// otherwise keep the room its stale entries took until then. (This did
+    /// not stop the slow RSS growth soaks show with the wheel: BENCHMARKS.md,
+    /// soak run 9, an open defect.)
     pub(super) fn retain(&mut self, mut live: impl FnMut(Timer) -> bool) {
         fn sweep(list: &mut Vec<Timer>, live: &mut impl FnMut(Timer) -> bool) {
             list.retain(|&t| live(t));

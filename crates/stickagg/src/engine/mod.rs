@@ -969,12 +969,15 @@ impl Engine {
     /// Drops the stale timers once they outnumber the live ones.
     fn sweep_timers(&mut self) {
         if self.timers.needs_sweep() {
-            let tables = &self.tables;
+            let tables = &mut self.tables;
             self.timers.retain(|(at, t, slot)| {
                 tables
-                    .get(t as usize)
-                    .is_some_and(|table| table.is_armed(slot, at))
+                    .get_mut(t as usize)
+                    .is_some_and(|table| table.claim_timer(slot, at))
             });
+            for table in tables {
+                table.end_sweep();
+            }
         }
     }
 

@@ -23,6 +23,9 @@ use std::sync::Arc;
 
 /// "No deadline" / "never expires".
 pub(super) const NEVER: u64 = u64::MAX;
+/// A key's `wake` while a timer sweep has kept its entry (see
+/// [`Table::claim_timer`]); deadlines are milliseconds, far below it.
+const CLAIMED: u64 = 1 << 63;
 
 /// Ages beyond this are all "long ago" for a rate (any u32 period is
 /// shorter): clamping keeps the i64 arithmetic of `freq` from overflowing.
@@ -1097,9 +1100,32 @@ impl Table {
         true
     }
 
-    /// Whether `slot` holds a key whose timer is the one due at `at`.
-    pub(super) fn is_armed(&self, slot: u32, at: u64) -> bool {
-        self.entry(slot).is_some_and(|e| e.wake == at)
+    /// Whether `slot` holds a key whose timer is the one due at `at`, for
+    /// a sweep of the timers: true once per key and sweep. The timers may
+    /// hold several identical entries: a key armed at its expiry `T`, woken
+    /// earlier by a rate republish, goes back to sleep until the same `T`,
+    /// while the first entry for `T` is still there, stale. Each would pass
+    /// a mere comparison, so a key fed now and then by one node while
+    /// another's contribution lasts an hour kept every copy until then.
+    /// The claim marks the key (the top bit of `wake`, never set in a
+    /// deadline) until [`end_sweep`](Self::end_sweep).
+    pub(super) fn claim_timer(&mut self, slot: u32, at: u64) -> bool {
+        match self.slab.get_mut(slot as usize).and_then(Option::as_mut) {
+            Some(e) if e.wake == at => {
+                e.wake |= CLAIMED;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Clears the marks of [`claim_timer`](Self::claim_timer).
+    pub(super) fn end_sweep(&mut self) {
+        for e in self.slab.iter_mut().flatten() {
+            if e.wake != NEVER {
+                e.wake &= !CLAIMED;
+            }
+        }
     }
 
     /// The earliest deadline of this table's keys (tests check the plan
@@ -1275,6 +1301,9 @@ fn arm(timers: &mut Timers, table: u32, slot: u32, e: &mut KeyEntry, now: u64) {
         .heads
         .iter()
         .fold(e.republish, |a, h| a.min(h.expires(now)));
+    // Past 2^63 ms is never, so that a sweep's mark can't be mistaken for a
+    // deadline (see `claim_timer`).
+    let at = if at >= CLAIMED { NEVER } else { at };
     // The old entry is left in place, stale (see `timers.rs`).
     if at == NEVER && e.wake != NEVER {
         timers.forget();

@@ -353,6 +353,32 @@ fn stale_timers_stay_bounded_without_ticks() {
     assert_eq!(h.e.tables()[0].entries, 0);
 }
 
+/// One node's contribution lasts an hour while another's keeps coming and
+/// lapsing: each time the key goes back to sleep until the first one's
+/// expiry, a timer entry identical to an older, stale one. A sweep keeps
+/// one of them; comparing each with the key's deadline kept them all, for
+/// the hour.
+#[test]
+fn a_sweep_keeps_one_timer_per_key() {
+    let mut h = H::new(
+        2,
+        def(IN, "/t", KeyType::Integer, 4, 3_600_000, &[("gpc0", 1, 0)]),
+    );
+    let k = [0, 0, 0, 1];
+    h.send(0, &k, vec![Value::U32(1)], 0);
+    for i in 0..3_000u64 {
+        let u = Update {
+            expire: Some(10),
+            ..upd(&k, vec![Value::U32(1)])
+        };
+        h.e.update(1, IN, &u, 20 * i);
+        h.e.tick(20 * i + 10);
+    }
+    assert_eq!(h.e.next_wake(), Some(3_600_000));
+    let held = h.e.timers_held();
+    assert!((1..=2 * 1024 + 1).contains(&held), "{held} timers held");
+}
+
 #[test]
 fn expiry_removes_a_contribution_then_the_key() {
     let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]));

@@ -975,8 +975,12 @@ impl Engine {
                     .get_mut(t as usize)
                     .is_some_and(|table| table.claim_timer(slot, at))
             });
-            for table in tables {
-                table.end_sweep();
+            // The entries kept name each key once: clear the marks through
+            // them (a walk of the slabs would cost every key, timer or not).
+            for (_, t, slot) in self.timers.iter() {
+                if let Some(table) = self.tables.get_mut(t as usize) {
+                    table.unclaim_timer(slot);
+                }
             }
         }
     }

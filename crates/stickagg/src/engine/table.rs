@@ -1108,7 +1108,7 @@ impl Table {
     /// a mere comparison, so a key fed now and then by one node while
     /// another's contribution lasts an hour kept every copy until then.
     /// The claim marks the key (the top bit of `wake`, never set in a
-    /// deadline) until [`end_sweep`](Self::end_sweep).
+    /// deadline) until [`unclaim_timer`](Self::unclaim_timer).
     pub(super) fn claim_timer(&mut self, slot: u32, at: u64) -> bool {
         match self.slab.get_mut(slot as usize).and_then(Option::as_mut) {
             Some(e) if e.wake == at => {
@@ -1119,9 +1119,9 @@ impl Table {
         }
     }
 
-    /// Clears the marks of [`claim_timer`](Self::claim_timer).
-    pub(super) fn end_sweep(&mut self) {
-        for e in self.slab.iter_mut().flatten() {
+    /// Clears the mark [`claim_timer`](Self::claim_timer) left on `slot`.
+    pub(super) fn unclaim_timer(&mut self, slot: u32) {
+        if let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) {
             if e.wake != NEVER {
                 e.wake &= !CLAIMED;
             }

@@ -153,6 +153,16 @@ impl Timers {
         self.stale = 0;
     }
 
+    /// Every entry held, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Timer> + '_ {
+        let slots = self.levels.iter().flat_map(|l| l.slots.iter());
+        self.ready
+            .iter()
+            .chain(&self.far)
+            .chain(slots.flatten())
+            .copied()
+    }
+
     /// An entry due at or before `now`, if any: in deadline order, except
     /// that entries of one millisecond come in any order.
     pub(super) fn pop(&mut self, now: u64) -> Option<Timer> {

@@ -377,6 +377,11 @@ fn a_sweep_keeps_one_timer_per_key() {
     assert_eq!(h.e.next_wake(), Some(3_600_000));
     let held = h.e.timers_held();
     assert!((1..=2 * 1024 + 1).contains(&held), "{held} timers held");
+    // The sweeps' marks are gone: the key still expires on time.
+    h.e.tick(3_599_999);
+    assert_eq!(h.e.tables()[0].entries, 1);
+    h.e.tick(3_600_000);
+    assert_eq!(h.e.tables()[0].entries, 0);
 }
 
 #[test]

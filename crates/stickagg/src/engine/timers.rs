@@ -87,7 +87,6 @@ impl Timers {
         self.len.saturating_sub(self.stale)
     }
 
-    #[cfg(test)]
     pub(super) fn held(&self) -> usize {
         self.len
     }

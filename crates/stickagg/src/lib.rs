@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod fdlimit;
 pub mod metrics;
 pub mod net;
 pub mod reload;

@@ -14,7 +14,7 @@
 
 use crate::config::{Config, Section};
 use crate::net;
-use crate::server::{engine_config, engine_limits, Hub, Peer, SectionState};
+use crate::server::{engine_config, engine_limits, maxconn, Hub, Peer, SectionState};
 use std::net::SocketAddr;
 use tracing::{error, info, warn};
 
@@ -142,6 +142,9 @@ impl Hub {
         }
         for s in self.sections.iter_mut().filter(|s| !s.removed) {
             s.engine.set_limits(limits);
+        }
+        if maxconn(&new.global) > maxconn(&self.config.global) {
+            crate::fdlimit::fit_and_log(maxconn(&new.global));
         }
         self.config = new;
         self.reloads += 1;

@@ -84,6 +84,7 @@ pub fn run(config: Config, _args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    crate::fdlimit::fit_and_log(maxconn(&config.global));
     rt.block_on(async move {
         match Hub::start(config).await {
             Ok(hub) => hub.run().await,

@@ -1,7 +1,8 @@
 //! Limits on what peers can make stickagg hold, and on who may connect,
 //! end to end: `max-entries` with real HAProxy nodes, `strict-peers` and
 //! `dynamic-peers from` with real nodes and raw peers connecting from chosen
-//! source addresses, and the refusal counters in the metrics (nets 190–199).
+//! source addresses, the refusal counters in the metrics, and the open-file
+//! limit raised to fit `maxconn` (nets 190–199).
 
 mod common;
 
@@ -433,4 +434,56 @@ fn connection_refusals_are_counted_by_reason() {
     // From its own address, lb1 is accepted.
     let mut r = RawPeer::connect_from(agg, net.ip(11));
     assert_eq!(r.hello("lb1"), "200");
+}
+
+/// stickagg raises its soft open-file limit to fit `maxconn` (a service
+/// starts with 1024, which a thousand nodes exhaust), at start and when a
+/// reload raises `maxconn`; with a hard limit too low, it goes up to that
+/// and says what to change.
+#[test]
+fn open_file_limit_fits_maxconn() {
+    let net = Net::new(195);
+    let cfg = |host: u8, maxconn: u64| {
+        format!(
+            "global\n    stats socket {{sock}}\n    maxconn {maxconn}\n\n\
+             aggregations data\n    from any to .agg\n    dynamic-peers\n    peer gpe {} local\n",
+            net.addr(host, PEERS_PORT)
+        )
+    };
+    let mut ours = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct passed.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut ours) },
+        0
+    );
+    let hard = ours.rlim_max;
+    assert!(
+        hard > 1024,
+        "this test needs a hard limit above 1024 ({hard})"
+    );
+    let want = |maxconn: u64| (maxconn + stickagg::fdlimit::RESERVE).min(hard);
+
+    let sa = Stickagg::start_with_nofile(&cfg(2, 3000), 256, hard);
+    assert_eq!(sa.nofile(), (want(3000), hard));
+    if want(3000) == 3064 {
+        wait_log(
+            &sa,
+            &["open-file limit raised from 256 to 3064 for maxconn 3000"],
+        );
+    }
+    // A reload raising maxconn raises the limit.
+    sa.write_config(&cfg(2, 5000));
+    assert!(sa.cmd("reload").starts_with("Configuration reloaded"));
+    assert_eq!(sa.nofile(), (want(5000), hard));
+
+    // Hard limit 1024: as far as it goes, and a warning.
+    let sb = Stickagg::start_with_nofile(&cfg(3, 3000), 256, 1024);
+    assert_eq!(sb.nofile(), (1024, 1024));
+    wait_log(
+        &sb,
+        &["maxconn 3000 needs 3064 open files but the hard limit is 1024"],
+    );
 }

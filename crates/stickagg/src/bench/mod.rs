@@ -58,6 +58,14 @@ fn run(args: Args) -> Result<bool, String> {
     if args.nodes == 0 || args.keys == 0 {
         return Err("--nodes and --keys must be at least 1".into());
     }
+    // Each simulated node's connection is a descriptor of this process (a
+    // stickagg it spawns raises its own limit).
+    if let Ok(stickagg::fdlimit::Fit::Short { soft, .. }) = stickagg::fdlimit::fit(args.nodes) {
+        eprintln!(
+            "stickagg-bench: warning: the open-file limit is {soft}: not all {} nodes may connect (raise ulimit -Hn)",
+            args.nodes
+        );
+    }
     if args.updates.is_none()
         && args.duration.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
     {

@@ -22,12 +22,24 @@ pub struct Stickagg {
     cfg: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Open-file limit (soft, hard) the process starts with, if set.
+    nofile: Option<(u64, u64)>,
 }
 
 impl Stickagg {
     /// Starts stickagg with `config`; `{sock}` is replaced by the stats
     /// socket path in a fresh directory. Returns once the socket answers.
     pub fn start(config: &str) -> Stickagg {
+        Stickagg::start_with(config, None)
+    }
+
+    /// [`start`](Self::start), the process starting with an open-file limit
+    /// of `(soft, hard)` (a service's defaults are 1024 and 4096 or more).
+    pub fn start_with_nofile(config: &str, soft: u64, hard: u64) -> Stickagg {
+        Stickagg::start_with(config, Some((soft, hard)))
+    }
+
+    fn start_with(config: &str, nofile: Option<(u64, u64)>) -> Stickagg {
         let dir = testkit::temp_dir();
         let cfg = dir.path().join("stickagg.cfg");
         let sock = dir.path().join("stickagg.sock");
@@ -38,6 +50,7 @@ impl Stickagg {
             cfg,
             log,
             child: None,
+            nofile,
         };
         s.spawn();
         s
@@ -49,15 +62,29 @@ impl Stickagg {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_stickagg"))
-            .arg("-d")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stickagg"));
+        cmd.arg("-d")
             .arg("-f")
             .arg(&self.cfg)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start stickagg");
+            .stderr(log);
+        if let Some((soft, hard)) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: between fork and exec, only the async-signal-safe
+            // setrlimit on a value already built.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start stickagg");
         self.child = Some(child);
         let sock = self.sock();
         wait_for(Duration::from_secs(10), "stickagg's stats socket", || {
@@ -107,6 +134,19 @@ impl Stickagg {
             config.replace("{sock}", self.sock().to_str().unwrap()),
         )
         .unwrap();
+    }
+
+    /// The process's open-file limit (soft, hard), from /proc.
+    pub fn nofile(&self) -> (u64, u64) {
+        let limits = fs::read_to_string(format!("/proc/{}/limits", self.pid())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files in /proc/PID/limits");
+        let mut n = line["Max open files".len()..]
+            .split_whitespace()
+            .map(|w| w.parse().unwrap());
+        (n.next().unwrap(), n.next().unwrap())
     }
 
     pub fn pid(&self) -> u32 {

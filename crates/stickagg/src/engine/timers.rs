@@ -21,7 +21,11 @@
 //!   it comes due, the engine sees that the key's `wake` no longer names it
 //!   and skips it. Stale entries are counted, and once they are more than
 //!   the live ones the engine sweeps them ([`Timers::retain`]), so memory
-//!   stays within about twice the live timers.
+//!   stays within about twice the live timers. A key can be back at a
+//!   deadline it left (woken early by a republish, then asleep until the
+//!   same expiry): its old entry is then identical to the new one, so a
+//!   sweep keeps one entry per key (`Table::claim_timer`), not every entry
+//!   naming the key's deadline.
 //!
 //! [`Timers::next_deadline`] is exact at level 0 and the start of the slot
 //! above that: the hub may wake early, once per slot placed again.
@@ -126,9 +130,7 @@ impl Timers {
     /// Keeps only the entries `live` accepts; the stale count starts over,
     /// and lists left mostly empty give their room back: a slot far ahead
     /// (an expiry an hour away) is not handed out for that long, and would
-    /// otherwise keep the room its stale entries took until then. (This did
-    /// not stop the slow RSS growth soaks show with the wheel: BENCHMARKS.md,
-    /// soak run 9, an open defect.)
+    /// otherwise keep the room its stale entries took until then.
     pub(super) fn retain(&mut self, mut live: impl FnMut(Timer) -> bool) {
         fn sweep(list: &mut Vec<Timer>, live: &mut impl FnMut(Timer) -> bool) {
             list.retain(|&t| live(t));

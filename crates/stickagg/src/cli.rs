@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(short = 'l', value_name = "[A:|W:]FILE", value_parser = LogFile::parse)]
     pub log_file: Option<LogFile>,
 
-    /// Print the version ("stickagg <version>") and exit.
+    /// Print the version ("stickagg" and the version number) and exit.
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     version: Option<bool>,
 }

@@ -49,7 +49,7 @@ pub struct Args {
     pub agg_name: String,
 
     /// Start stickagg itself with a generated configuration (`dynamic-peers`,
-    /// `from any to <suffix>`), listening on 127.0.<NET>.1:<PORT>.
+    /// `from any to <suffix>`), listening on 127.0.NET.1:PORT.
     #[arg(long)]
     pub spawn: bool,
 
@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub stickagg: Option<PathBuf>,
 
-    /// Loopback network 127.0.<NET>.0/24 of spawned processes.
+    /// Loopback network 127.0.NET.0/24 of spawned processes.
     #[arg(long, value_name = "NET", default_value_t = 200)]
     pub net: u8,
 

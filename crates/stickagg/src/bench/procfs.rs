@@ -32,7 +32,7 @@ pub fn self_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
-/// A `Vm*` line of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`).
+/// A `Vm*` line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
 pub fn vm_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -41,7 +41,7 @@ pub fn vm_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Open file descriptors of a process (entries of /proc/<pid>/fd).
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
 pub fn open_fds(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }

@@ -167,7 +167,7 @@ fn stickagg_binary(args: &Args) -> Result<PathBuf, String> {
 }
 
 /// stickagg with `dynamic-peers`, `from any to <suffix>`, its peers
-/// listener on 127.0.<net>.1:<port>.
+/// listener on `127.0.<net>.1:<port>`.
 pub fn stickagg(args: &Args) -> Result<Spawned, String> {
     let bin = stickagg_binary(args)?;
     let dir = make_dir("stickagg")?;
@@ -191,7 +191,7 @@ pub const HAPROXY_PEER: &str = "hap";
 /// simulated node (at an address where nothing listens: its outgoing
 /// attempts fail, the nodes' incoming sessions are what count), the input
 /// table and its `.agg` twin with the same columns. Listens on
-/// 127.0.<net>.2:<port>.
+/// `127.0.<net>.2:<port>`.
 pub fn haproxy(args: &Args, bin: &Path, store: &Store) -> Result<Spawned, String> {
     if args.nodes > 150 {
         return Err("--haproxy supports at most 150 nodes".into());

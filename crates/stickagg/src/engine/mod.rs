@@ -35,7 +35,7 @@
 //! So values only flow up as aggregates and down as forwarded copies, and
 //! no table can feed itself whatever the peers send.
 //!
-//! **Forwarded tables** (`forward .agg` on an intermediate): one [`Table`]
+//! **Forwarded tables** (`forward .agg` on an intermediate): one `Table`
 //! per forwarded name whose sources are the up peers; a key is relayed as the
 //! latest value received from any of them, unchanged (rates re-based to the
 //! moment they are sent on), with the remaining lifetime it came with. Each

@@ -387,6 +387,8 @@ pub struct Engine {
     /// [`Engine::outputs_generation`]).
     outputs_gen: u64,
     limits: EngineLimits,
+    /// Every table's lowest cursors, found once per round (see `poll`).
+    low: poll::LowCursors,
 }
 
 impl std::fmt::Debug for Engine {
@@ -420,6 +422,7 @@ impl Engine {
             counters: EngineCounters::default(),
             outputs_gen: 0,
             limits: EngineLimits::default(),
+            low: poll::LowCursors::default(),
         }
     }
 

@@ -553,6 +553,26 @@ fn resend_all_and_reconnect_send_everything_again() {
     assert_eq!(h.drain(0, 2).len(), 5);
 }
 
+/// The peers' lowest cursors are found once per round (`poll::LowCursors`).
+/// A peer asking for a resync in the middle of a round is counted at its
+/// new place: an aggregate computed for the others is kept for it too,
+/// instead of dropped as if it had it already.
+#[test]
+fn a_resync_within_a_round_keeps_the_aggregates_it_needs() {
+    let mut h = H::new(3, counters_def());
+    h.send(0, &[0, 0, 0, 1], counters(1, 0, 0, 0), 0);
+    assert_eq!(h.drain(0, 5).len(), 1);
+    assert_eq!(h.drain(1, 5).len(), 1);
+    assert_eq!(h.e.tables[0].computed.len(), 1, "kept for peer 2");
+    // A new round: peers 0 and 1 are found past the change, peer 2 not.
+    assert!(h.drain(0, 6).is_empty());
+    h.e.resend_all(1);
+    assert_eq!(h.drain(2, 6).len(), 1);
+    assert_eq!(h.e.tables[0].computed.len(), 1, "kept for peer 1 again");
+    assert_eq!(h.drain(1, 7).len(), 1);
+    assert!(h.e.tables[0].computed.is_empty(), "everyone has it");
+}
+
 #[test]
 fn resync_finished_drops_stale_contributions_of_that_peer_only() {
     let mut h = H::new(2, counters_def());

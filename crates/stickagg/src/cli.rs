@@ -39,6 +39,16 @@ pub struct Args {
     #[arg(short = 'l', value_name = "[A:|W:]FILE", value_parser = LogFile::parse)]
     pub log_file: Option<LogFile>,
 
+    /// Write to each peer at most once per this many microseconds (0, the
+    /// default: once per round of the engine, as soon as it is done). Under
+    /// a steady trickle of input this lets one write carry several rounds:
+    /// much less CPU (2.4 times less at 100k updates/s from 10 nodes with
+    /// 250) for up to that much more latency, and up to a millisecond more
+    /// when the input pauses.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub write_interval: u64,
+
     /// Print the version ("stickagg" and the version number) and exit.
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     version: Option<bool>,

@@ -41,6 +41,9 @@ const PUMP_BATCH: usize = 256;
 /// round again at once, handling what arrived meanwhile.
 const PUMP_BUDGET: usize = 8 * PUMP_BATCH;
 const PUMP_BUDGET_ALL: usize = 32 * 1024;
+/// Bytes waiting for a connection that are written at once, not at the end
+/// of the round or the write interval (see [`Hub::flush_soon`]).
+const FLUSH_NOW_BYTES: usize = 16 * 1024;
 /// Net events handled before timers and pumping updates out (fairness vs.
 /// batching), and at most this many input bytes among them: 512 reads of
 /// 64 KiB are 1.5 M updates, seconds of work, during which no heartbeat
@@ -64,7 +67,7 @@ pub const DEFAULT_MAXCONN: usize = 10_000;
 pub const MAX_DYNAMIC_PEERS: usize = 10_000;
 
 /// Runs the aggregator until SIGINT/SIGTERM.
-pub fn run(config: Config, _args: Args) -> ExitCode {
+pub fn run(config: Config, args: Args) -> ExitCode {
     // One thread for the hub and every connection's I/O tasks. With a
     // thread pool, each read and each write crossed threads: a wake-up and
     // a context switch per socket event, and readers queued input faster
@@ -87,7 +90,10 @@ pub fn run(config: Config, _args: Args) -> ExitCode {
     crate::fdlimit::fit_and_log(maxconn(&config.global));
     rt.block_on(async move {
         match Hub::start(config).await {
-            Ok(hub) => hub.run().await,
+            Ok(mut hub) => {
+                hub.write_interval_us = args.write_interval;
+                hub.run().await
+            }
             Err(e) => {
                 error!("{e}");
                 ExitCode::FAILURE
@@ -127,6 +133,15 @@ pub struct Hub {
     /// once, starting with connection `pump_from`.
     pump_more: bool,
     pump_from: ConnId,
+    /// Connections whose bytes wait for their write interval
+    /// ([`Hub::flush_soon`]).
+    deferred: Vec<ConnId>,
+    /// The first change received whose totals wait in `deferred` (for
+    /// `push_delay`).
+    unflushed_since: Option<std::time::Instant>,
+    /// `--write-interval`: least time between two writes to a connection,
+    /// in µs (0: once per round).
+    pub write_interval_us: u64,
 }
 
 /// Input bytes a network event carries.
@@ -242,6 +257,9 @@ impl Hub {
             limits: LimitStats::default(),
             pump_more: false,
             pump_from: 0,
+            deferred: Vec::new(),
+            unflushed_since: None,
+            write_interval_us: 0,
         })
     }
 
@@ -271,7 +289,14 @@ impl Hub {
         self.on_timers(now);
         loop {
             let deadline = self.next_deadline();
-            let sleep = tokio::time::sleep_until(self.start + Duration::from_millis(deadline));
+            let mut wake = self.start + Duration::from_millis(deadline);
+            // Writes waiting for their interval (`flush_soon`), to the
+            // microsecond: the timer still rounds up to its millisecond.
+            for c in self.deferred.iter().filter_map(|id| self.conns.get(id)) {
+                let due = c.flushed_at + self.write_interval_us;
+                wake = wake.min(self.start + Duration::from_micros(due));
+            }
+            let sleep = tokio::time::sleep_until(wake);
             tokio::select! {
                 ev = self.events_rx.recv() => {
                     let Some(ev) = ev else { break };
@@ -309,8 +334,18 @@ impl Hub {
             let now = self.now();
             self.on_timers(now);
             self.pump_all(now);
+            let flushed = self.flush_deferred();
+            // The push delay ends when the totals are handed to the sockets:
+            // at once, or for a connection written to just before, when its
+            // interval has passed (`flush_soon`; counted when the first
+            // waiting connection is written, to within the interval).
             if let Some(t) = self.change_since.take() {
-                self.push_delay.observe(t.elapsed().as_secs_f64());
+                self.unflushed_since.get_or_insert(t);
+            }
+            if flushed || self.deferred.is_empty() {
+                if let Some(t) = self.unflushed_since.take() {
+                    self.push_delay.observe(t.elapsed().as_secs_f64());
+                }
             }
             // Let the connections' tasks run: they share this thread (see
             // `run`). Taking input with `try_recv` does not count against
@@ -450,6 +485,8 @@ impl Hub {
                 teaching: false,
                 folded: Default::default(),
                 refusal_counted: false,
+                flushed_at: 0,
+                deferred: false,
             },
         );
         id
@@ -582,7 +619,73 @@ impl Hub {
             }
             self.on_session_event(id, ev, now);
         }
-        self.flush(id);
+        self.flush_soon(id);
+    }
+
+    /// Queues a connection's bytes to be written at the end of the round
+    /// (`flush_deferred`), so that one write carries both the ACKs of what
+    /// it sent and the totals pushed to it, rather than one each; at once
+    /// if [`FLUSH_NOW_BYTES`] are waiting.
+    ///
+    /// With `--write-interval`, the end of the round is not enough: a
+    /// connection written to less than that long ago waits until it has
+    /// passed (at the end of a later round, or at the timer when no input
+    /// comes first). Why an operator may want it: a steady trickle of
+    /// input (10 nodes at 10k updates/s each) makes rounds of a few updates
+    /// each, about ten thousand a second, and their writes were 70 % of
+    /// stickagg's CPU, in the kernel: a whole core at 100k updates/s. An
+    /// interval of 250 µs cut that by 2.4 times, for 0.2 ms more at the
+    /// median and 1 ms more at p99; at 10k updates/s it saved 9 % and cost
+    /// 1 ms at the median, the timer rounding to the millisecond
+    /// (BENCHMARKS.md, tenth round). So it is off by default.
+    fn flush_soon(&mut self, id: ConnId) {
+        let now = self.micros();
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let pending = c.session.pending_tx();
+        if pending >= FLUSH_NOW_BYTES {
+            c.flushed_at = now;
+            self.flush(id);
+            return;
+        }
+        if pending > 0 && !c.deferred {
+            c.deferred = true;
+            self.deferred.push(id);
+        }
+        self.fold_stats(id);
+    }
+
+    /// Writes the connections waiting in `deferred` whose write interval
+    /// has passed (all of them without `--write-interval`; see
+    /// [`flush_soon`](Self::flush_soon)); whether it wrote any.
+    fn flush_deferred(&mut self) -> bool {
+        let now = self.micros();
+        let mut flushed = false;
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let id = self.deferred[i];
+            let Some(c) = self.conns.get_mut(&id) else {
+                self.deferred.swap_remove(i);
+                continue;
+            };
+            if now < c.flushed_at + self.write_interval_us {
+                i += 1;
+                continue;
+            }
+            c.deferred = false;
+            c.flushed_at = now;
+            self.deferred.swap_remove(i);
+            self.flush(id);
+            flushed = true;
+        }
+        flushed
+    }
+
+    /// Microseconds since start, for the write intervals only (the engine
+    /// and the sessions count in milliseconds).
+    fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
     }
 
     pub(crate) fn flush(&mut self, id: ConnId) {
@@ -759,7 +862,7 @@ impl Hub {
             let partial = level && sec.peers.iter().any(Peer::awaited_source);
             c.session.send_resync_end(partial, now);
         }
-        self.flush(id);
+        self.flush_soon(id);
         self.pump_more |= more;
         sent
     }

@@ -359,6 +359,11 @@ pub struct Conn {
     /// Its hello was refused for a reason counted on its own in
     /// [`LimitStats`] (not as `hello_refused`).
     pub refusal_counted: bool,
+    /// When the hub last wrote to it through `Hub::flush_soon` (µs since
+    /// the hub started).
+    pub flushed_at: u64,
+    /// Its bytes wait in `Hub::deferred` for its write interval to pass.
+    pub deferred: bool,
 }
 
 #[cfg(test)]

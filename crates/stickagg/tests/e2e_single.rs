@@ -239,6 +239,68 @@ http-request deny deny_status 429 if { sc_http_req_rate(0,mypeers/request_rates.
     assert_eq!(http_get(nodes[2].http, net.ip(63), "/").unwrap(), 200);
 }
 
+both_versions!(write_interval_keeps_totals_exact, 40, 41);
+/// `--write-interval` holds what stickagg writes to a node until that long
+/// after its previous write (2 ms here, so that nearly every write waits):
+/// nothing is lost or reordered on the way, counters add up exactly on
+/// every node, and the cluster-wide limit still applies.
+fn write_interval_keeps_totals_exact(version: Version, net: Net) {
+    let tables = "
+table request_rates type ip size 100k expire 30s store http_req_cnt,http_req_rate(10s)
+table request_rates.agg type ip size 100k expire 30s store http_req_cnt,http_req_rate(10s)";
+    let rules = "http-request track-sc0 src table mypeers/request_rates
+http-request deny deny_status 429 if { sc_http_req_rate(0,mypeers/request_rates.agg) gt 40 }";
+    let spec = NodeSpec {
+        tables,
+        rules,
+        agg_name: "gpe",
+    };
+    let agg = agg_addr(net);
+    let names: Vec<(String, std::net::SocketAddr)> = (1..=3)
+        .map(|i| (format!("enterprise{i}"), net.addr(10 + i, PEERS_PORT)))
+        .collect();
+    let config = static_agg_config("data", "from any to .agg", agg, &names);
+    let _sa = Stickagg::start_with_args(&config, &["--write-interval", "2000"]);
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| start_node(version, net, i, agg, &spec))
+        .collect();
+    // Many clients, requests spread over the nodes in turn, so that the
+    // pushes to each node come in many small writes.
+    let clients: Vec<std::net::IpAddr> = (100..120).map(|i| net.ip(i)).collect();
+    for round in 0..5 {
+        for (j, &c) in clients.iter().enumerate() {
+            get(&nodes[(j + round) % 3], c, 1 + j % 3);
+        }
+    }
+    for (j, c) in clients.iter().enumerate() {
+        let want = 5 * (1 + j % 3) as u64;
+        wait_value(
+            &all(&nodes),
+            "mypeers/request_rates.agg",
+            &c.to_string(),
+            "http_req_cnt",
+            want,
+        );
+    }
+    // The limit: 41 requests of one client over the three nodes, then every
+    // node refuses it.
+    let c = net.ip(62);
+    for i in 0..41 {
+        get(&nodes[i % 3], c, 1);
+    }
+    let key = c.to_string();
+    wait_value(
+        &all(&nodes),
+        "mypeers/request_rates.agg",
+        &key,
+        "http_req_cnt",
+        41,
+    );
+    for n in &nodes {
+        assert_eq!(http_get(n.http, c, "/").unwrap(), 429, "{}", n.name);
+    }
+}
+
 both_versions!(several_types_in_one_table, 28, 29);
 fn several_types_in_one_table(version: Version, net: Net) {
     let store = "conn_cnt,gpc0,bytes_out_cnt,gpt0,http_err_rate(10s)";

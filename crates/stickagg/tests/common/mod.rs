@@ -24,22 +24,29 @@ pub struct Stickagg {
     child: Option<Child>,
     /// Open-file limit (soft, hard) the process starts with, if set.
     nofile: Option<(u64, u64)>,
+    /// Command-line arguments after `-d -f <cfg>`.
+    args: Vec<String>,
 }
 
 impl Stickagg {
     /// Starts stickagg with `config`; `{sock}` is replaced by the stats
     /// socket path in a fresh directory. Returns once the socket answers.
     pub fn start(config: &str) -> Stickagg {
-        Stickagg::start_with(config, None)
+        Stickagg::start_with(config, None, &[])
     }
 
     /// [`start`](Self::start), the process starting with an open-file limit
     /// of `(soft, hard)` (a service's defaults are 1024 and 4096 or more).
     pub fn start_with_nofile(config: &str, soft: u64, hard: u64) -> Stickagg {
-        Stickagg::start_with(config, Some((soft, hard)))
+        Stickagg::start_with(config, Some((soft, hard)), &[])
     }
 
-    fn start_with(config: &str, nofile: Option<(u64, u64)>) -> Stickagg {
+    /// [`start`](Self::start) with more command-line arguments.
+    pub fn start_with_args(config: &str, args: &[&str]) -> Stickagg {
+        Stickagg::start_with(config, None, args)
+    }
+
+    fn start_with(config: &str, nofile: Option<(u64, u64)>, args: &[&str]) -> Stickagg {
         let dir = testkit::temp_dir();
         let cfg = dir.path().join("stickagg.cfg");
         let sock = dir.path().join("stickagg.sock");
@@ -51,6 +58,7 @@ impl Stickagg {
             log,
             child: None,
             nofile,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -66,6 +74,7 @@ impl Stickagg {
         cmd.arg("-d")
             .arg("-f")
             .arg(&self.cfg)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

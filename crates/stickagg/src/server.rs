@@ -356,6 +356,10 @@ impl Hub {
             tokio::task::yield_now().await;
         }
         info!("stopping: closing {} sessions", self.conns.len());
+        // What waits for `--write-interval` goes out first.
+        for id in std::mem::take(&mut self.deferred) {
+            self.flush(id);
+        }
         for (_, c) in self.conns.drain() {
             c.handle.close();
         }

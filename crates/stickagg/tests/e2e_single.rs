@@ -29,11 +29,24 @@ fn cluster(
     spec: &NodeSpec,
     from_to: &str,
 ) -> (Stickagg, Vec<Node>) {
+    cluster_with_args(version, net, n, spec, from_to, &[])
+}
+
+/// [`cluster`], stickagg started with more command-line arguments.
+fn cluster_with_args(
+    version: Version,
+    net: Net,
+    n: u8,
+    spec: &NodeSpec,
+    from_to: &str,
+    args: &[&str],
+) -> (Stickagg, Vec<Node>) {
     let agg = agg_addr(net);
     let names: Vec<(String, std::net::SocketAddr)> = (1..=n)
         .map(|i| (format!("enterprise{i}"), net.addr(10 + i, PEERS_PORT)))
         .collect();
-    let sa = Stickagg::start(&static_agg_config("data", from_to, agg, &names));
+    let config = static_agg_config("data", from_to, agg, &names);
+    let sa = Stickagg::start_with_args(&config, args);
     let nodes = (1..=n)
         .map(|i| start_node(version, net, i, agg, spec))
         .collect();
@@ -255,15 +268,8 @@ http-request deny deny_status 429 if { sc_http_req_rate(0,mypeers/request_rates.
         rules,
         agg_name: "gpe",
     };
-    let agg = agg_addr(net);
-    let names: Vec<(String, std::net::SocketAddr)> = (1..=3)
-        .map(|i| (format!("enterprise{i}"), net.addr(10 + i, PEERS_PORT)))
-        .collect();
-    let config = static_agg_config("data", "from any to .agg", agg, &names);
-    let _sa = Stickagg::start_with_args(&config, &["--write-interval", "2000"]);
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| start_node(version, net, i, agg, &spec))
-        .collect();
+    let args = ["--write-interval", "2000"];
+    let (_sa, nodes) = cluster_with_args(version, net, 3, &spec, "from any to .agg", &args);
     // Many clients, requests spread over the nodes in turn, so that the
     // pushes to each node come in many small writes.
     let clients: Vec<std::net::IpAddr> = (100..120).map(|i| net.ip(i)).collect();

@@ -45,13 +45,14 @@ pub fn fit(maxconn: usize) -> std::io::Result<Fit> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok(match to < wanted {
-        true => Fit::Short {
+    Ok(if to < wanted {
+        Fit::Short {
             soft: to.max(soft),
             hard,
             wanted,
-        },
-        false => Fit::Raised { from: soft, to },
+        }
+    } else {
+        Fit::Raised { from: soft, to }
     })
 }
 

@@ -71,6 +71,43 @@ pub struct Update {
     pub key: Key,
     /// One value per element of each column of the definition.
     pub values: Values,
+    /// The receiver's notes on this update; see [`Memo`].
+    pub memo: Memo,
+}
+
+/// Room for the receiver to note what it learned about an update while it
+/// waits in a queue, for use when it is applied: stickagg looks each queued
+/// update's key up in stages a few updates ahead (to hide memory latency),
+/// and keeps the key's hash and slot here so that no stage, and not the
+/// update itself, finds them again (four hashes and three index probes per
+/// update were a quarter of decoding and aggregating one). The codec never
+/// reads it; it is 0 when decoded, and updates compare equal whatever it
+/// holds.
+#[derive(Clone, Default)]
+pub struct Memo(std::cell::Cell<u64>);
+
+impl Memo {
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+
+    pub fn set(&self, v: u64) {
+        self.0.set(v)
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memo({:#x})", self.0.get())
+    }
 }
 
 /// Decodes the payload of an update of type `msg_type`. `last_id` is the
@@ -105,6 +142,7 @@ pub fn decode_update(
         expire,
         key,
         values,
+        memo: Memo::default(),
     })
 }
 

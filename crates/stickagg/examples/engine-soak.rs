@@ -99,6 +99,7 @@ fn main() {
                 ]
                 .into_iter()
                 .collect(),
+                memo: Default::default(),
             };
             e.update(node, 1, &u, now);
         }

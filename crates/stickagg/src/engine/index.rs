@@ -23,6 +23,19 @@
 //! entries), about what `hashbrown` took.
 
 use ahash::RandomState;
+use std::sync::LazyLock;
+
+/// One hasher for every index of the process, so that a key's hash does not
+/// depend on its table: the hub notes it in a queued update
+/// (`peers::update::Memo`) before the update is applied, and a DEFINE
+/// queued in between may bind that update to another table.
+static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// A key's 32-bit hash, as every [`KeyIndex`] of this process uses it.
+pub(super) fn hash_key(key: &[u8]) -> u32 {
+    let h = HASHER.hash_one(key);
+    (h >> 32) as u32 ^ h as u32
+}
 
 /// An empty bucket. A real entry never equals it: slots stay below
 /// `u32::MAX` (see [`KeyIndex::insert`]).
@@ -36,7 +49,6 @@ pub(super) struct KeyIndex {
     /// 64 − log2(buckets): the home bucket is the spread hash's top bits.
     shift: u32,
     len: usize,
-    hasher: RandomState,
 }
 
 /// Spreads 32 bits of hash over 64 (Fibonacci hashing's multiplier: odd,
@@ -59,17 +71,11 @@ impl KeyIndex {
             entries: Vec::new(),
             shift: 64,
             len: 0,
-            hasher: RandomState::new(),
         }
     }
 
     pub(super) fn len(&self) -> usize {
         self.len
-    }
-
-    fn hash(&self, key: &[u8]) -> u32 {
-        let h = self.hasher.hash_one(key);
-        (h >> 32) as u32 ^ h as u32
     }
 
     fn mask(&self) -> usize {
@@ -101,38 +107,42 @@ impl KeyIndex {
         }
     }
 
-    /// The slot holding `key`: `key_at` gives the key a slot holds.
-    pub(super) fn find<'k>(&self, key: &[u8], key_at: impl Fn(u32) -> &'k [u8]) -> Option<u32> {
-        let h = self.hash(key);
+    /// The slot holding `key`, whose [`hash_key`] is `h`: `key_at` gives
+    /// the key a slot holds.
+    pub(super) fn find<'k>(
+        &self,
+        h: u32,
+        key: &[u8],
+        key_at: impl Fn(u32) -> &'k [u8],
+    ) -> Option<u32> {
         self.position(h, |e| hash_of(e) == h && key_at(slot_of(e)) == key)
             .map(|i| slot_of(self.entries[i]))
     }
 
-    /// The slot that most likely holds `key`, judged by the hash alone
-    /// (reads the index, never a key): for prefetching only.
-    pub(super) fn probe(&self, key: &[u8]) -> Option<u32> {
-        let h = self.hash(key);
+    /// The slot that most likely holds the key whose hash is `h`, judged by
+    /// the hash alone (reads the index, never a key): for prefetching only.
+    pub(super) fn probe(&self, h: u32) -> Option<u32> {
         self.position(h, |e| hash_of(e) == h)
             .map(|i| slot_of(self.entries[i]))
     }
 
-    /// Asks the CPU to fetch `key`'s home bucket, without waiting for it.
-    pub(super) fn prefetch(&self, key: &[u8]) {
+    /// Asks the CPU to fetch the home bucket of hash `h`, without waiting
+    /// for it.
+    pub(super) fn prefetch(&self, h: u32) {
         if self.len != 0 {
-            let i = self.home(self.hash(key));
+            let i = self.home(h);
             super::table::prefetch_slice(&self.entries[i..i + 1]);
         }
     }
 
-    /// Adds `key` at `slot`; the key must not be in the index, and `slot`
-    /// must be below `u32::MAX` (the slab never holds that many keys:
-    /// `max-entries` is a u32 and a table's slots are reused).
-    pub(super) fn insert(&mut self, key: &[u8], slot: u32) {
+    /// Adds the key whose hash is `h` at `slot`; the key must not be in the
+    /// index, and `slot` must be below `u32::MAX` (the slab never holds that
+    /// many keys: `max-entries` is a u32 and a table's slots are reused).
+    pub(super) fn insert(&mut self, h: u32, slot: u32) {
         debug_assert!(slot != u32::MAX);
         if (self.len + 1) * 4 > self.entries.len() * 3 {
             self.grow();
         }
-        let h = self.hash(key);
         self.place((h as u64) << 32 | slot as u64);
         self.len += 1;
     }
@@ -157,7 +167,7 @@ impl KeyIndex {
 
     /// Removes `key`, known to be at `slot`.
     pub(super) fn remove(&mut self, key: &[u8], slot: u32) {
-        let Some(mut hole) = self.position(self.hash(key), |e| slot_of(e) == slot) else {
+        let Some(mut hole) = self.position(hash_key(key), |e| slot_of(e) == slot) else {
             return;
         };
         // Move back every entry of the run behind that the hole would cut
@@ -216,7 +226,7 @@ mod tests {
                     (true, None) => {
                         let slot = keys.len() as u32;
                         keys.push(key.clone());
-                        index.insert(&key, slot);
+                        index.insert(hash_key(&key), slot);
                         model.insert(key, slot);
                     }
                     (false, Some(slot)) => {
@@ -229,10 +239,10 @@ mod tests {
             prop_assert_eq!(index.len(), model.len());
             for k in 0u16..600 {
                 let key = k.to_be_bytes();
-                let found = index.find(&key, |s| &keys[s as usize][..]);
+                let found = index.find(hash_key(&key), &key, |s| &keys[s as usize][..]);
                 prop_assert_eq!(found, model.get(&key[..]).copied());
                 if let Some(slot) = found {
-                    prop_assert_eq!(index.probe(&key), Some(slot));
+                    prop_assert_eq!(index.probe(hash_key(&key)), Some(slot));
                 }
             }
             let mut slots: Vec<u32> = index.slots().collect();

@@ -821,10 +821,11 @@ impl Engine {
             let Some(t) = self.tables.get(table as usize) else {
                 continue;
             };
+            let l = table::Lookup::of(update);
             match stage {
-                Prefetch::Index => t.prefetch_index(&update.key),
-                Prefetch::Entry => t.prefetch_entry(&update.key),
-                Prefetch::Contributions => t.prefetch(&update.key),
+                Prefetch::Index => t.prefetch_index(&l),
+                Prefetch::Entry => t.prefetch_entry(&l),
+                Prefetch::Contributions => t.prefetch(&l),
             }
         }
     }

@@ -11,12 +11,13 @@
 use super::changes::Changes;
 use super::combine::{combine, representatives};
 use super::drift::{self, Reach};
-use super::index::KeyIndex;
+use super::index::{hash_key, KeyIndex};
 use super::intern::Interner;
 use super::timers::Timers;
 use super::EngineCounters;
 use ahash::RandomState;
 use peers::freq::FreqCtr;
+use peers::update::Memo;
 use peers::{Combine, Storage, TableDef, Update, Value, Values};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -44,6 +45,45 @@ pub(super) struct Ctx<'a> {
     /// Reused by [`Layout::next_republish`], which runs for every change
     /// of a key with a rate: no allocation per update.
     pub(super) rates: &'a mut Vec<(FreqCtr, i64)>,
+}
+
+/// An update's key with what the lookups before it noted in its
+/// [`Memo`]: the key's hash in the top 32 bits (0 in all 64: not known
+/// yet) and one more than the slot a stage found it at (0: none) in the low
+/// 32. A noted slot is a hint, used only once the key there is compared
+/// equal: a prefetch stage takes it from the hash alone, and the table may
+/// change before the update is applied.
+pub(super) struct Lookup<'a> {
+    key: &'a [u8],
+    memo: &'a Memo,
+}
+
+impl<'a> Lookup<'a> {
+    pub(super) fn of(upd: &'a Update) -> Lookup<'a> {
+        Lookup {
+            key: &upd.key,
+            memo: &upd.memo,
+        }
+    }
+
+    fn hash(&self) -> u32 {
+        match self.memo.get() {
+            0 => {
+                let h = hash_key(self.key);
+                self.memo.set((h as u64) << 32);
+                h
+            }
+            m => (m >> 32) as u32,
+        }
+    }
+
+    fn noted_slot(&self) -> Option<u32> {
+        (self.memo.get() as u32).checked_sub(1)
+    }
+
+    fn note_slot(&self, h: u32, slot: u32) {
+        self.memo.set((h as u64) << 32 | (slot as u64 + 1));
+    }
 }
 
 /// The key in `slot` (empty for a free slot, which the index never holds).
@@ -768,7 +808,22 @@ impl Table {
 
     /// The slot holding `key`.
     fn slot_of(&self, key: &[u8]) -> Option<u32> {
-        self.index.find(key, |s| key_at(&self.slab, s))
+        self.index
+            .find(hash_key(key), key, |s| key_at(&self.slab, s))
+    }
+
+    /// The slot holding an update's key: the one noted in its memo if that
+    /// slot holds the key, else from the index (and then noted).
+    fn slot_noted(&self, l: &Lookup) -> Option<u32> {
+        if let Some(s) = l.noted_slot() {
+            if self.entry(s).is_some_and(|e| e.key[..] == *l.key) {
+                return Some(s);
+            }
+        }
+        let h = l.hash();
+        let s = self.index.find(h, l.key, |s| key_at(&self.slab, s))?;
+        l.note_slot(h, s);
+        Some(s)
     }
 
     /// Keys in the change sequence.
@@ -827,27 +882,29 @@ impl Table {
     }
 
     /// See [`Prefetch::Index`](super::Prefetch::Index).
-    pub(super) fn prefetch_index(&self, key: &[u8]) {
-        self.index.prefetch(key);
+    pub(super) fn prefetch_index(&self, l: &Lookup) {
+        self.index.prefetch(l.hash());
     }
 
     /// See [`Prefetch::Entry`](super::Prefetch::Entry): reads the index
-    /// only, and requests the slab entry the key most likely has.
-    pub(super) fn prefetch_entry(&self, key: &[u8]) {
-        if let Some(e) = self
-            .index
-            .probe(key)
-            .and_then(|s| self.slab.get(s as usize))
-        {
+    /// only, notes the slot the key most likely has and requests its slab
+    /// entry.
+    pub(super) fn prefetch_entry(&self, l: &Lookup) {
+        let h = l.hash();
+        let Some(slot) = self.index.probe(h) else {
+            return;
+        };
+        l.note_slot(h, slot);
+        if let Some(e) = self.slab.get(slot as usize) {
             prefetch_slice(std::slice::from_ref(e));
         }
     }
 
     /// See [`Prefetch::Contributions`](super::Prefetch::Contributions): the
-    /// lookup itself (index and slab entry) runs now, and the contributions
-    /// are requested from memory.
-    pub(super) fn prefetch(&self, key: &[u8]) {
-        let Some(slot) = self.slot_of(key) else {
+    /// lookup itself (the slab entry, the index if the noted slot is not
+    /// the key's) runs now, and the contributions are requested from memory.
+    pub(super) fn prefetch(&self, l: &Lookup) {
+        let Some(slot) = self.slot_noted(l) else {
             return;
         };
         if let Some(e) = self.entry(slot) {
@@ -876,14 +933,15 @@ impl Table {
         if !self.layout.accepts(&upd.values) || !self.key_fits(&upd.key) {
             return Applied::Malformed;
         }
-        let slot = match self.slot_of(&upd.key) {
+        let l = Lookup::of(upd);
+        let slot = match self.slot_noted(&l) {
             Some(s) => s,
             None if self.len() >= ctx.max_entries => {
                 self.dropped += 1;
                 ctx.counters.dropped_entries += 1;
                 return Applied::Full;
             }
-            None => self.insert_key(&upd.key),
+            None => self.insert_key(&upd.key, l.hash()),
         };
         let width = self.layout.width;
         let Some(e) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
@@ -996,7 +1054,8 @@ impl Table {
         }
     }
 
-    fn insert_key(&mut self, key: &[u8]) -> u32 {
+    /// Adds `key`, whose [`hash_key`] is `h`, and returns its slot.
+    fn insert_key(&mut self, key: &[u8], h: u32) -> u32 {
         let e = KeyEntry {
             key: StoredKey::new(key),
             heads: Vec::new(),
@@ -1017,7 +1076,7 @@ impl Table {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.index.insert(key, slot);
+        self.index.insert(h, slot);
         slot
     }
 

@@ -53,6 +53,7 @@ fn upd(key: &[u8], values: Vec<Value>) -> Update {
         expire: None,
         key: key.into(),
         values: values.into(),
+        memo: Default::default(),
     }
 }
 
@@ -195,6 +196,57 @@ fn prefetch_changes_nothing() {
         before
     );
     assert!(h.agg(&[9, 9, 9, 9], 2).is_none());
+}
+
+/// The slot a prefetch stage notes in a queued update is checked before
+/// the update uses it: here the key it was noted for expires, and another
+/// key takes its slot, before the update is applied.
+#[test]
+fn a_noted_slot_is_checked_before_it_is_used() {
+    let mut h = H::new(2, def(IN, "/t", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]));
+    let (a, c) = ([1, 1, 1, 1], [3, 3, 3, 3]);
+    h.send(0, &a, vec![Value::U32(5)], 0);
+    let u = upd(&a, vec![Value::U32(7)]);
+    let stages = [Prefetch::Index, Prefetch::Entry, Prefetch::Contributions];
+    h.e.prefetch(1, stages.map(|stage| (stage, IN, &u)));
+    assert_eq!(u.memo.get() as u32, 1, "slot 0 noted");
+    h.e.tick(1_000);
+    assert!(h.agg(&a, 1_000).is_none());
+    h.send(0, &c, vec![Value::U32(3)], 1_000);
+    h.e.update(1, IN, &u, 1_000);
+    assert_eq!(h.agg(&a, 1_000), Some(vec![Value::U32(7)]));
+    assert_eq!(h.agg(&c, 1_000), Some(vec![Value::U32(3)]));
+    assert_eq!(h.e.tables()[0].entries, 2);
+}
+
+/// A key's hash noted for one table serves another: a DEFINE queued
+/// between the prefetch and the update may bind the update's table id to
+/// another table.
+#[test]
+fn a_noted_hash_holds_after_a_table_id_is_redefined() {
+    let mut h = H::new(1, def(IN, "/t", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]));
+    let other = def(5, "/u", KeyType::Ipv4, 4, 1_000, &[("gpc0", 1, 0)]);
+    h.e.table_defined(0, 5, &other, 0);
+    let a = [1, 1, 1, 1];
+    h.send(0, &a, vec![Value::U32(5)], 0);
+    let u = upd(&a, vec![Value::U32(7)]);
+    let stages = [Prefetch::Index, Prefetch::Entry, Prefetch::Contributions];
+    h.e.prefetch(0, stages.map(|stage| (stage, 5, &u)));
+    assert_ne!(u.memo.get(), 0, "the hash is noted");
+    let input = h.input.clone();
+    h.e.table_defined(
+        0,
+        5,
+        &Arc::new(TableDef {
+            id: 5,
+            ..(*input).clone()
+        }),
+        0,
+    );
+    h.e.update(0, 5, &u, 0);
+    assert_eq!(h.agg(&a, 0), Some(vec![Value::U32(7)]));
+    let t = h.e.tables().into_iter().find(|t| t.input == "/t").unwrap();
+    assert_eq!(t.entries, 1, "the key updated in place, not added twice");
 }
 
 #[test]

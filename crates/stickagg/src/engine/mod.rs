@@ -83,6 +83,7 @@ mod drift;
 mod index;
 mod intern;
 mod mapping;
+mod peermap;
 mod poll;
 mod table;
 mod timers;
@@ -94,7 +95,6 @@ mod tests;
 pub use mapping::{is_output_name, output_name};
 pub use view::{ContributionInfo, KeyInfo, SourceInfo, TableInfo};
 
-use ahash::RandomState;
 use intern::Interner;
 use peers::session::{Event, Session};
 use peers::{Key, KeyType, TableDef, Update, Value, Values};
@@ -371,7 +371,7 @@ pub struct Engine {
     /// Distinct `group` numbers of the peers; a peer's group is its index
     /// here plus one.
     groups: Vec<u32>,
-    peers: HashMap<PeerId, PeerState, RandomState>,
+    peers: peermap::PeerMap<PeerState>,
     timers: Timers,
     /// Scratch space of `Ctx::rates`.
     rate_scratch: Vec<(peers::FreqCtr, i64)>,
@@ -412,7 +412,7 @@ impl Engine {
             tables: Vec::new(),
             by_output: HashMap::new(),
             groups: Vec::new(),
-            peers: HashMap::default(),
+            peers: peermap::PeerMap::default(),
             timers: Timers::new(),
             rate_scratch: Vec::new(),
             seq: 0,
@@ -481,7 +481,7 @@ impl Engine {
             at: now,
             stamp: self.stamp + 1,
         };
-        let p = self.peers.entry(peer).or_insert_with(|| PeerState {
+        let p = self.peers.get_or_insert_with(peer, || PeerState {
             name: String::new(),
             role,
             group: 0,

@@ -29,7 +29,7 @@ impl Engine {
     /// Whether a connected peer other than `peer` feeds table `t` on its
     /// current connection (so its shape is still in use).
     pub(super) fn shape_in_use(&self, t: u32, peer: PeerId) -> bool {
-        self.peers.iter().any(|(&id, q)| {
+        self.peers.iter().any(|(id, q)| {
             id != peer
                 && q.connected
                 && q.bindings

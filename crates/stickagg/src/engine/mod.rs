@@ -772,7 +772,7 @@ impl Engine {
         self.outputs_gen += 1;
         let (cfg, tables) = (&self.cfg, &self.tables);
         for (id, p) in self.peers.iter_mut() {
-            if only.is_some_and(|o| o != *id) {
+            if only.is_some_and(|o| o != id) {
                 continue;
             }
             p.sends.clear();

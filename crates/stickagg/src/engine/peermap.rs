@@ -8,31 +8,29 @@
 
 use super::PeerId;
 
+/// A slot per id up to the highest seen; `None` for an id not seen yet.
 pub(super) struct PeerMap<T> {
-    slots: Vec<Option<(PeerId, T)>>,
-    len: usize,
+    slots: Vec<Option<T>>,
 }
 
 impl<T> Default for PeerMap<T> {
     fn default() -> Self {
-        PeerMap {
-            slots: Vec::new(),
-            len: 0,
-        }
+        PeerMap { slots: Vec::new() }
     }
 }
 
 impl<T> PeerMap<T> {
+    /// How many peers are present (counted: only `Debug` asks).
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.slots.iter().flatten().count()
     }
 
     pub(super) fn get(&self, id: &PeerId) -> Option<&T> {
-        self.slots.get(*id)?.as_ref().map(|(_, v)| v)
+        self.slots.get(*id)?.as_ref()
     }
 
     pub(super) fn get_mut(&mut self, id: &PeerId) -> Option<&mut T> {
-        self.slots.get_mut(*id)?.as_mut().map(|(_, v)| v)
+        self.slots.get_mut(*id)?.as_mut()
     }
 
     /// The peer `id`, added with `f` first if it is not there.
@@ -40,28 +38,24 @@ impl<T> PeerMap<T> {
         if id >= self.slots.len() {
             self.slots.resize_with(id + 1, || None);
         }
-        let slot = &mut self.slots[id];
-        if slot.is_none() {
-            self.len += 1;
-        }
-        &mut slot.get_or_insert_with(|| (id, f())).1
+        self.slots[id].get_or_insert_with(f)
     }
 
     /// In id order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&PeerId, &T)> {
-        self.slots.iter().flatten().map(|(k, v)| (k, v))
+    pub(super) fn iter(&self) -> impl Iterator<Item = (PeerId, &T)> {
+        (self.slots.iter().enumerate()).filter_map(|(id, v)| Some((id, v.as_ref()?)))
     }
 
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&PeerId, &mut T)> {
-        self.slots.iter_mut().flatten().map(|(k, v)| (&*k, v))
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (PeerId, &mut T)> {
+        (self.slots.iter_mut().enumerate()).filter_map(|(id, v)| Some((id, v.as_mut()?)))
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &T> {
-        self.iter().map(|(_, v)| v)
+        self.slots.iter().flatten()
     }
 
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.iter_mut().map(|(_, v)| v)
+        self.slots.iter_mut().flatten()
     }
 }
 
@@ -80,7 +74,7 @@ mod tests {
         assert_eq!(m.get(&0), Some(&1));
         assert!(m.get(&1).is_none() && m.get(&7).is_none());
         *m.get_mut(&0).unwrap() = 5;
-        let all: Vec<_> = m.iter().map(|(&k, &v)| (k, v)).collect();
+        let all: Vec<_> = m.iter().map(|(k, &v)| (k, v)).collect();
         assert_eq!(all, vec![(0, 5), (3, 31)]);
         m.values_mut().for_each(|v| *v += 1);
         assert_eq!(m.values().copied().collect::<Vec<_>>(), vec![6, 32]);

@@ -177,7 +177,7 @@ impl Engine {
         let tables = &mut self.low.tables;
         tables.clear();
         tables.resize(self.tables.len(), None);
-        for (&id, q) in self.peers.iter().filter(|(_, q)| q.connected) {
+        for (id, q) in self.peers.iter().filter(|(_, q)| q.connected) {
             for &t in &q.sends {
                 let c = q.cursor(t as usize);
                 let low = &mut tables[t as usize];
